@@ -1,0 +1,75 @@
+"""Side-by-side latency in one process: the compiled model, PyTorch eager and ONNX Runtime on the same inputs,
+with the same thread count. Results are ratios to ONNX Runtime; absolute times on shared machines drift."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+
+from .artifact import Artifact
+from .reference import onnxruntime_session
+from .runner import CompiledModel
+
+
+@dataclass(frozen=True)
+class Timing:
+    runtime: str
+    median_ms: float
+    min_ms: float
+    runs: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _timing(name: str, seconds: list[float]) -> Timing:
+    return Timing(name, 1e3 * statistics.median(seconds), 1e3 * min(seconds), len(seconds))
+
+
+def _loop(fn, repeat: int) -> list[float]:
+    fn()  # warm-up
+    seconds = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def time_atrous(artifact: Artifact, inputs: dict, repeat: int) -> Timing:
+    return _timing("atrous", CompiledModel(artifact).time(inputs, number=1, repeat=repeat))
+
+
+def time_pytorch(module, inputs: dict, threads: int, repeat: int) -> Timing:
+    import torch
+
+    torch.set_num_threads(threads)
+    args = [torch.from_numpy(v) for v in inputs.values()]
+    with torch.inference_mode():
+        return _timing("pytorch", _loop(lambda: module(*args), repeat))
+
+
+def time_onnxruntime(onnx_path, inputs: dict, threads: int, repeat: int) -> Timing:
+    session = onnxruntime_session(onnx_path, threads)
+    return _timing("onnxruntime", _loop(lambda: session.run(None, inputs), repeat))
+
+
+def bench(artifact: Artifact, module, threads: int, repeat: int = 10) -> list[Timing]:
+    """Time every runtime available for this artifact (PyTorch only when the source was a module)."""
+    inputs, _ = artifact.load_golden()
+    rows = [time_atrous(artifact, inputs, repeat)]
+    if module is not None:
+        rows.append(time_pytorch(module, inputs, threads, repeat))
+    rows.append(time_onnxruntime(artifact.onnx, inputs, threads, repeat))
+    return rows
+
+
+def table(rows: list[Timing]) -> str:
+    ort = next((r.median_ms for r in rows if r.runtime == "onnxruntime"), None)
+    lines = [f"{'runtime':<12} {'median ms':>10} {'min ms':>10} {'vs ORT':>8}"]
+    for r in rows:
+        ratio = f"{ort / r.median_ms:7.2f}x" if ort else "-"
+        lines.append(f"{r.runtime:<12} {r.median_ms:10.2f} {r.min_ms:10.2f} {ratio:>8}")
+    lines.append("(vs ORT > 1 means faster than ONNX Runtime)")
+    return "\n".join(lines)

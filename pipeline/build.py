@@ -1,0 +1,31 @@
+"""Stage: Relax -> a shared library for the device (``model.so``), linked with the preset's compiler."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import tvm
+
+from .errors import ToolchainError
+
+
+def linker_for(preset) -> str:
+    """The C++ compiler that links the model library; raises with the Debian package to install if missing."""
+    compiler = preset.cross_compiler or next((c for c in ("c++", "g++", "clang++") if shutil.which(c)), "c++")
+    if shutil.which(compiler) is None:
+        packages = " ".join(preset.toolchain_packages) or "g++"
+        raise ToolchainError(f"target '{preset.name}' needs the C++ compiler '{compiler}' to link the model; "
+                             f"install it with: sudo apt-get install {packages}")
+    return compiler
+
+
+def build(mod: tvm.IRModule, preset):
+    """Compile an optimized module for the preset's target; returns the Relax executable."""
+    return tvm.compile(mod, target=preset.tvm_target())
+
+
+def export(executable, path: Path, preset) -> Path:
+    """Write the executable as a shared library linked by the preset's toolchain."""
+    executable.export_library(str(path), cc=linker_for(preset))
+    return path

@@ -1,0 +1,159 @@
+"""``atrous``: compile, verify, bench and list. A thin layer over ``pipeline.interface``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from .errors import AtrousError
+
+DEFAULT_MODEL = "deeplabv3-mobilenet"
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    from .source import parse_shapes
+
+    p.add_argument("model", help="zoo model name (atrous list models) or path to an .onnx file")
+    p.add_argument("--target", default="host", help="device preset (atrous list targets); default: host")
+    p.add_argument("--preset", default="standard", help="zoo model size preset: tiny or standard")
+    p.add_argument("--input-shape", type=parse_shapes, default=None, metavar="NAME:1x3xHxW,...",
+                   help="fix input shapes of an ONNX file with dynamic dimensions")
+    p.add_argument("--build-dir", default=None, help="root of build outputs (default: ./build)")
+    p.add_argument("--seed", type=int, default=0, help="seed of example inputs and zoo weights")
+    p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _compile(args):
+    from pathlib import Path
+
+    import targets
+    from . import source
+    from .interface import CompileArgs, compile_model
+
+    preset = targets.get_target(args.target)
+    src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
+    start = time.perf_counter()
+    artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
+                                         args.force))
+    return src, preset, artifact, time.perf_counter() - start
+
+
+def cmd_compile(args) -> int:
+    src, preset, artifact, seconds = _compile(args)
+    if args.json:
+        print(json.dumps({"model": src.name, "target": preset.name, "artifact": str(artifact.root),
+                          "seconds": round(seconds, 2)}))
+    else:
+        print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
+    return 0
+
+
+def _checks_json(result) -> list[dict]:
+    return [{"output": c.name, "reference": c.reference, "max_abs": c.max_abs, "rel_l2": c.rel_l2, "ok": c.ok,
+             "problem": c.problem} for c in result.checks]
+
+
+def cmd_verify(args) -> int:
+    from .interface import require_ok, verify_model
+    from .verify import report
+
+    src, preset, artifact, _ = _compile(args)
+    result = verify_model(artifact, preset)
+    if args.json:
+        print(json.dumps({"model": src.name, "target": preset.name, "ok": result.ok,
+                          "checks": _checks_json(result)}))
+    else:
+        print(f"verify {src.name} on {preset.name} ({artifact.root})")
+        print(report(result.checks, result.tolerance))
+    require_ok(result)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import bench, table
+
+    src, preset, artifact, _ = _compile(args)
+    threads = preset.target_dict().get("num-cores") or os.cpu_count()
+    rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
+    if args.json:
+        print(json.dumps({"model": src.name, "target": preset.name, "threads": threads,
+                          "timings": [r.as_dict() for r in rows]}))
+    else:
+        print(f"bench {src.name} on {preset.name}, {threads} threads, {args.repeat} runs each")
+        print(table(rows))
+    return 0
+
+
+def cmd_run(args) -> int:
+    """The main job: compile, verify and bench the model, with one report."""
+    from .bench import bench, table
+    from .interface import require_ok, verify_model
+    from .verify import report
+
+    src, preset, artifact, seconds = _compile(args)
+    result = verify_model(artifact, preset)
+    threads = preset.target_dict().get("num-cores") or os.cpu_count()
+    rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
+    print(f"== {src.name} ({src.description}) on {preset.name}")
+    print(f"compiled in {seconds:.1f} s; artifact: {artifact.root}")
+    print("-- verification")
+    print(report(result.checks, result.tolerance))
+    print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
+    print(table(rows))
+    require_ok(result)
+    return 0
+
+
+def cmd_list(args) -> int:
+    from .listing import list_models, list_targets
+
+    rows = list_models(args.json) if args.what == "models" else list_targets(args.json)
+    print(json.dumps(rows, indent=2) if args.json else rows)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="atrous", description="Compile, verify and benchmark atrous-convolution "
+                                "networks with TVM for edge devices.")
+    sub = p.add_subparsers(dest="command", required=True)
+    for name, fn, text in (("compile", cmd_compile, "compile a model for a device"),
+                           ("verify", cmd_verify, "compile if needed, run, and compare with PyTorch/ONNX Runtime"),
+                           ("bench", cmd_bench, "time the compiled model next to PyTorch and ONNX Runtime"),
+                           ("run", cmd_run, "compile, verify and bench in one report (the main job)")):
+        sp = sub.add_parser(name, help=text, description=text)
+        _add_model_args(sp)
+        if fn in (cmd_bench, cmd_run):
+            sp.add_argument("--repeat", type=_positive, default=10, help="timed runs per runtime")
+        sp.set_defaults(func=fn)
+    sp = sub.add_parser("list", help="list zoo models or device presets")
+    sp.add_argument("what", choices=("models", "targets"))
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_list)
+    return p
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except AtrousError as err:
+        print(f"atrous: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("atrous: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Errors a user can act on.
+
+Every error the pipeline raises for bad input derives from :class:`AtrousError`. Its message is one line that
+says what is wrong and how to fix it; the CLI prints it without a traceback and exits with the class's code.
+"""
+
+
+class AtrousError(Exception):
+    """Base class: a problem the user can fix. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+class UnknownNameError(AtrousError):
+    """A model, preset, target or other registry name that does not exist."""
+
+    def __init__(self, kind: str, name: str, valid):
+        self.kind, self.name, self.valid = kind, name, sorted(valid)
+        super().__init__(f"unknown {kind} '{name}'; valid {kind}s: {', '.join(self.valid)}")
+
+
+class InvalidModelError(AtrousError):
+    """An ONNX file that cannot be read, or a graph TVM cannot import."""
+
+
+class UnsupportedOpError(InvalidModelError):
+    """ONNX operators the importer has no conversion for (all of them, in one message)."""
+
+    def __init__(self, ops, source: str):
+        self.ops = sorted(set(ops))
+        super().__init__(
+            f"{source}: unsupported ONNX operator(s): {', '.join(self.ops)}. "
+            "Re-export the model without them (or replace them with supported ops) and try again"
+        )
+
+
+class InputMismatchError(AtrousError):
+    """Inputs given at run time that do not match the compiled model's shapes or dtypes."""
+
+
+class ToolchainError(AtrousError):
+    """A compiler, emulator or library the target needs is not installed."""
+
+
+class VerificationError(AtrousError):
+    """The compiled model's outputs differ from the reference beyond tolerance."""
+
+    exit_code = 1

@@ -1,0 +1,138 @@
+"""The typed API behind the CLI: one function per job, each taking a dataclass.
+
+``compile_model``: source -> artifact directory (export, import, optimize, build, golden data), reused when its
+fingerprint is unchanged.  ``verify_model``: run the artifact on its golden inputs and compare with the references.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import artifact as art
+from .build import build, export
+from .errors import VerificationError
+from .export import export_onnx
+from .ingest import load_onnx, to_relax
+from .optimize import OptimizeOptions, optimize
+from .reference import onnxruntime_outputs, pytorch_outputs
+from .runner import CompiledModel
+from .source import Source
+from .verify import OutputCheck, compare_all
+
+
+@dataclass(frozen=True)
+class CompileArgs:
+    source: Source
+    target: object  # targets.DevicePreset
+    build_root: Path | None = None
+    force: bool = False
+
+
+def versions() -> dict:
+    import onnx
+    import tvm
+
+    return {"tvm": tvm.__version__, "onnx": onnx.__version__, "atrous": _atrous_version()}
+
+
+def _atrous_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("atrous")
+    except Exception:  # running from a source tree that is not installed
+        return "source"
+
+
+def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions) -> str:
+    digest = hashlib.sha256(onnx_path.read_bytes())
+    digest.update(json.dumps(target_json, sort_keys=True).encode())
+    digest.update(json.dumps(versions(), sort_keys=True).encode())
+    if options.database is not None:
+        for record in sorted(Path(options.database).glob("*.json")):
+            digest.update(record.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def write_onnx(source: Source, path: Path) -> Path:
+    if source.onnx_path is not None:
+        shutil.copyfile(source.onnx_path, path)
+        return path
+    return export_onnx(source.module(), source.inputs, source.output_names, path)
+
+
+def reference_outputs(source: Source, onnx_path: Path) -> dict[str, np.ndarray]:
+    if source.module_factory is not None:
+        return pytorch_outputs(source.module(), source.inputs, source.output_names)
+    return onnxruntime_outputs(onnx_path, source.inputs)
+
+
+def compile_model(args: CompileArgs) -> art.Artifact:
+    """Compile ``args.source`` for ``args.target`` into ``build/<model>/<target>/`` and return the artifact."""
+    source, preset = args.source, args.target
+    final = art.artifact_dir(source.name, preset.name, args.build_root)
+    options = OptimizeOptions()
+    with art.staged(final) as stage:
+        onnx_path = write_onnx(source, stage.path / "model.onnx")
+        target_json = preset.target_dict()
+        key = fingerprint(onnx_path, target_json, options)
+        existing = art.Artifact(final)
+        if not args.force and existing.exists() and existing.meta().fingerprint == key:
+            return existing
+        model = load_onnx(onnx_path)
+        mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
+        mod = optimize(mod, preset.tvm_target(), options)
+        export(build(mod, preset), stage.path / "model.so", preset)
+        expected = reference_outputs(source, onnx_path)
+        _write_golden(stage.path, source.inputs, expected)
+        meta = art.Meta(model=source.name, target=preset.name, target_json=target_json,
+                        inputs=tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items()),
+                        outputs=tuple(art.TensorSpec.of(n, v) for n, v in expected.items()),
+                        reference=source.reference_kind, fingerprint=key, versions=versions())
+        (stage.path / "meta.json").write_text(meta.to_json())
+        stage.commit()
+    return art.Artifact(final)
+
+
+def _write_golden(root: Path, inputs: dict, expected: dict) -> None:
+    (root / "golden").mkdir()
+    np.savez(root / "golden" / "inputs.npz", **inputs)
+    np.savez(root / "golden" / "expected.npz", **expected)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    artifact: art.Artifact
+    checks: list[OutputCheck]
+    tolerance: object
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def verify_model(artifact: art.Artifact, preset, second_reference: bool = True) -> VerifyResult:
+    """Run the artifact on its golden inputs; compare with the stored reference and, for PyTorch-sourced models,
+    with ONNX Runtime on the exported graph as a second reference."""
+    meta = artifact.meta()
+    inputs, expected = artifact.load_golden()
+    actual = CompiledModel(artifact).run(inputs)
+    checks = compare_all(actual, expected, preset.tolerance, meta.reference)
+    if second_reference and meta.reference != "onnxruntime":
+        ort = onnxruntime_outputs(artifact.onnx, inputs)
+        checks += compare_all(actual, dict(zip(expected, ort.values())), preset.tolerance, "onnxruntime")
+    return VerifyResult(artifact, checks, preset.tolerance)
+
+
+def require_ok(result: VerifyResult) -> VerifyResult:
+    if not result.ok:
+        bad = ", ".join(f"{c.name} vs {c.reference}" for c in result.checks if not c.ok)
+        raise VerificationError(f"{result.artifact.meta().model} on {result.artifact.meta().target}: "
+                                f"outputs differ beyond tolerance ({bad})")
+    return result

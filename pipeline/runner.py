@@ -1,0 +1,54 @@
+"""Stage: run a compiled artifact on this machine through the Relax VM, checking inputs against its metadata."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .artifact import Artifact, Meta
+from .errors import InputMismatchError
+
+
+def check_inputs(meta: Meta, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """Inputs in the compiled order, after checking names, shapes and dtypes; raises InputMismatchError."""
+    expected = {s.name: s for s in meta.inputs}
+    if set(inputs) != set(expected):
+        raise InputMismatchError(f"{meta.model} takes inputs {sorted(expected)}, got {sorted(inputs)}")
+    ordered = []
+    for spec in meta.inputs:
+        value = np.asarray(inputs[spec.name])
+        if tuple(value.shape) != tuple(spec.shape) or str(value.dtype) != spec.dtype:
+            raise InputMismatchError(
+                f"input '{spec.name}' of {meta.model} was compiled for {spec.dtype}{list(spec.shape)}, "
+                f"got {value.dtype}{list(value.shape)}; recompile with the new shape (zoo: --preset, "
+                "ONNX: --input-shape) or pass data of the compiled shape")
+        ordered.append(np.ascontiguousarray(value))
+    return ordered
+
+
+class CompiledModel:
+    """A loaded artifact: ``run(inputs) -> {output name: array}`` and ``time(inputs)``."""
+
+    def __init__(self, artifact: Artifact):
+        import tvm
+        from tvm import relax
+
+        self.artifact = artifact
+        self.meta = artifact.meta()
+        self.device = tvm.cpu(0)
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), self.device)
+
+    def _args(self, inputs):
+        import tvm
+
+        return [tvm.runtime.tensor(a, self.device) for a in check_inputs(self.meta, inputs)]
+
+    def run(self, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        result = self._vm["main"](*self._args(inputs))
+        values = [result] if hasattr(result, "numpy") else list(result)
+        names = [s.name for s in self.meta.outputs]
+        return {n: v.numpy() for n, v in zip(names, values)}
+
+    def time(self, inputs: dict[str, np.ndarray], number: int = 1, repeat: int = 5) -> list[float]:
+        """Per-run seconds for ``repeat`` measurements of ``number`` runs each (after one warm-up)."""
+        timer = self._vm.time_evaluator("main", self.device, number=number, repeat=repeat, min_repeat_ms=0)
+        return list(timer(*self._args(inputs)).results)

@@ -1,0 +1,35 @@
+"""Device presets, as data. ``get_target(name)`` looks one up; ``TARGETS`` lists them all."""
+
+from __future__ import annotations
+
+from pipeline.errors import AtrousError, UnknownNameError
+
+from . import host
+from .preset import DevicePreset, Tolerance
+
+TARGETS: dict[str, DevicePreset] = {}
+
+
+def register(preset: DevicePreset) -> DevicePreset:
+    if preset.name in TARGETS:
+        raise ValueError(f"target preset '{preset.name}' is already registered")
+    TARGETS[preset.name] = preset
+    return preset
+
+
+def get_target(name: str) -> DevicePreset:
+    """The preset called ``name``; unknown names and presets that are not implemented yet are refused."""
+    if name not in TARGETS:
+        raise UnknownNameError("target", name, TARGETS)
+    preset = TARGETS[name]
+    if preset.status != "works":
+        raise AtrousError(f"target '{name}' is planned but not implemented yet; working targets: "
+                          + ", ".join(n for n, p in TARGETS.items() if p.status == "works"))
+    return preset
+
+
+for _family in (host,):
+    for _preset in _family.PRESETS:
+        register(_preset)
+
+__all__ = ["TARGETS", "DevicePreset", "Tolerance", "get_target", "register"]
