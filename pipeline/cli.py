@@ -65,10 +65,11 @@ def cmd_verify(args) -> int:
     result = verify_model(artifact, preset)
     if args.json:
         print(json.dumps({"model": src.name, "target": preset.name, "ok": result.ok,
-                          "checks": _checks_json(result)}))
+                          "checks": _checks_json(result),
+                          "notes": list(result.notes)}))
     else:
         print(f"verify {src.name} on {preset.name} ({artifact.root})")
-        print(report(result.checks, result.tolerance))
+        print(report(result.checks, result.tolerance, result.notes))
     require_ok(result)
     return 0
 
@@ -101,7 +102,7 @@ def cmd_run(args) -> int:
     print(f"== {src.name} ({src.description}) on {preset.name}")
     print(f"compiled in {seconds:.1f} s; artifact: {artifact.root}")
     print("-- verification")
-    print(report(result.checks, result.tolerance))
+    print(report(result.checks, result.tolerance, result.notes))
     print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
     print(table(rows))
     require_ok(result)

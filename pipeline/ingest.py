@@ -7,6 +7,7 @@ from pathlib import Path
 import onnx
 
 from .errors import InputMismatchError, InvalidModelError, UnsupportedOpError
+from .fold import fold_constants
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
                 onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.INT64: "int64",
@@ -85,6 +86,7 @@ def to_relax(model: onnx.ModelProto, shapes: dict[str, tuple], source: str = "mo
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedOpError(missing, source)
+    fold_constants(model)
     try:
         return from_onnx(model, shape_dict=dict(shapes), keep_params_in_input=False)
     except Exception as err:

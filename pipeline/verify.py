@@ -58,11 +58,12 @@ def compare_all(actual: dict, expected: dict, tolerance, reference: str) -> list
     return checks + [compare(n, actual[n], expected[n], tolerance, reference) for n in expected if n in actual]
 
 
-def report(checks: list[OutputCheck], tolerance) -> str:
+def report(checks: list[OutputCheck], tolerance, notes=()) -> str:
     lines = [f"tolerance: rel-L2 <= {tolerance.rel_l2:g}, max-abs <= {tolerance.max_abs:g} x max(1, max|ref|)"]
     for check in checks:
         lines.append("  " + check.line())
         for index, got, want in check.worst:
             lines.append(f"      at {tuple(int(i) for i in index)}: got {got:.6g}, expected {want:.6g}, "
                          f"diff {abs(got - want):.3g}")
+    lines += [f"  note: {n}" for n in notes]
     return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""Pipeline behaviour: ONNX files from outside the zoo, bad input, atomic artifacts, caching, the verifier."""
+
+import os
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper
+
+import targets
+from pipeline import errors, source
+from pipeline.artifact import artifact_dir
+from pipeline.cli import main
+from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from pipeline.runner import CompiledModel
+from pipeline.verify import compare
+from targets import Tolerance
+
+
+class OutsideModel(torch.nn.Module):
+    """Not a zoo model: two inputs, a dilated conv, a pooled MLP head, two outputs."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=2, dilation=2)
+        self.fc = torch.nn.Linear(8, 5)
+
+    def forward(self, image, bias):
+        features = torch.relu(self.conv(image))
+        return features, self.fc(features.mean(dim=(2, 3))) + bias
+
+
+@pytest.fixture(scope="module")
+def outside_onnx(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("onnx") / "outside.onnx"
+    args = (torch.randn(1, 3, 16, 16), torch.randn(1, 5))
+    torch.onnx.export(OutsideModel().eval(), args, str(path), dynamo=False, opset_version=17,
+                      input_names=["image", "bias"], output_names=["features", "logits"],
+                      dynamic_axes={"image": {0: "batch"}, "bias": {0: "batch"}})
+    return path
+
+
+def _graph(nodes, inputs, outputs, path):
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)])
+    onnx.save(model, str(path))
+    return path
+
+
+def test_onnx_file_outside_the_zoo_compiles_and_verifies(outside_onnx, tmp_path, capsys):
+    code = main(["verify", str(outside_onnx), "--input-shape", "image:1x3x16x16,bias:1x5",
+                 "--build-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "features" in out and "logits" in out and "vs onnxruntime" in out
+    meta = (tmp_path / "outside" / "host" / "meta.json").read_text()
+    assert '"reference": "onnxruntime"' in meta
+
+
+def test_dynamic_input_without_shape_names_the_flag(outside_onnx, tmp_path):
+    with pytest.raises(errors.InputMismatchError, match=r"--input-shape image:1x3x16x16"):
+        source.from_onnx_file(outside_onnx)
+
+
+def test_shape_that_contradicts_the_model_is_refused(outside_onnx):
+    with pytest.raises(errors.InputMismatchError, match="does not fit"):
+        source.from_onnx_file(outside_onnx, {"image": (1, 3, 16), "bias": (1, 5)})
+
+
+def test_unknown_model_lists_valid_names(capsys):
+    assert main(["compile", "deeplab-v9", "--target", "host"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model 'deeplab-v9'" in err and "deeplabv3-resnet" in err and "Traceback" not in err
+
+
+def test_unknown_target_lists_valid_names(capsys):
+    assert main(["compile", "linknet", "--target", "pi9"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown target 'pi9'" in err and "host" in err
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(errors.UnknownNameError, match="tiny"):
+        source.from_zoo("linknet", "huge")
+
+
+def test_corrupt_onnx_is_refused_and_leaves_nothing(tmp_path, capsys):
+    bad = tmp_path / "broken.onnx"
+    bad.write_bytes(b"\x08\x07this is not protobuf")
+    assert main(["compile", str(bad), "--build-dir", str(tmp_path / "out")]) == 2
+    assert "not a valid ONNX model" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "broken").exists()
+
+
+def test_every_unsupported_op_is_named_at_once(tmp_path, host):
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["a"]),
+             helper.make_node("Warp", ["a"], ["b"], domain="custom"),
+             helper.make_node("Frobnicate", ["b"], ["y"], domain="custom")]
+    path = _graph(nodes, [x], [y], tmp_path / "weird.onnx")
+    src = source.from_onnx_file(path)
+    with pytest.raises(errors.UnsupportedOpError) as info:
+        compile_model(CompileArgs(src, host, tmp_path / "out"))
+    assert info.value.ops == ["custom.Frobnicate", "custom.Warp"]
+    assert not (tmp_path / "out" / "weird").exists()
+
+
+def test_missing_cross_compiler_names_the_package(tmp_path, host):
+    preset = host.replace(cross_compiler="aarch64-nowhere-g++", toolchain_packages=("g++-aarch64-linux-gnu",))
+    src = source.from_torch("tc", lambda: torch.nn.ReLU(), {"x": np.ones((1, 4), "float32")})
+    with pytest.raises(errors.ToolchainError, match="apt-get install g\\+\\+-aarch64-linux-gnu"):
+        compile_model(CompileArgs(src, preset, tmp_path))
+    assert not (tmp_path / "tc").exists()
+
+
+@pytest.fixture(scope="module")
+def small_artifact(tmp_path_factory):
+    torch.manual_seed(1)
+    module = torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=3, dilation=3), torch.nn.Tanh()).eval()
+    inputs = {"x": np.random.default_rng(0).standard_normal((1, 4, 10, 10)).astype("float32")}
+    src = source.from_torch("small", lambda: module, inputs)
+    root = tmp_path_factory.mktemp("small")
+    return src, compile_model(CompileArgs(src, targets.get_target("host"), root)), root
+
+
+def test_wrong_input_shape_or_dtype_at_run_time(small_artifact):
+    _, artifact, _ = small_artifact
+    model = CompiledModel(artifact)
+    with pytest.raises(errors.InputMismatchError, match=r"compiled for float32\[1, 4, 10, 10\], got float32\[1, 4, 9, 10\]"):
+        model.run({"x": np.zeros((1, 4, 9, 10), "float32")})
+    with pytest.raises(errors.InputMismatchError, match="got float64"):
+        model.run({"x": np.zeros((1, 4, 10, 10), "float64")})
+    with pytest.raises(errors.InputMismatchError, match="takes inputs"):
+        model.run({"y": np.zeros((1, 4, 10, 10), "float32")})
+
+
+def test_unchanged_model_is_reused_and_force_rebuilds(small_artifact, host):
+    src, artifact, root = small_artifact
+    before = artifact.library.stat().st_mtime_ns
+    again = compile_model(CompileArgs(src, host, root))
+    assert again.library.stat().st_mtime_ns == before
+    forced = compile_model(CompileArgs(src, host, root, force=True))
+    assert forced.library.stat().st_mtime_ns != before
+    assert not [p for p in forced.root.parent.iterdir() if p.name.startswith(".")], "staging dirs left behind"
+
+
+def test_failed_rebuild_keeps_the_previous_artifact(small_artifact, host):
+    src, artifact, root = small_artifact
+    broken = host.replace(cross_compiler="no-such-c++")
+    with pytest.raises(errors.ToolchainError):
+        compile_model(CompileArgs(src, broken, root, force=True))
+    assert artifact.exists() and require_ok(verify_model(artifact, host))
+
+
+def test_verify_catches_a_wrong_result(small_artifact, host, tmp_path):
+    _, artifact, _ = small_artifact
+    inputs, expected = artifact.load_golden()
+    tampered = {k: v.copy() for k, v in expected.items()}
+    next(iter(tampered.values()))[0, 2, 5, 7] += 0.5
+    np.savez(artifact.golden_expected, **tampered)
+    try:
+        result = verify_model(artifact, host, second_reference=False)
+        assert not result.ok
+        worst = result.checks[0].worst[0]
+        assert tuple(int(i) for i in worst[0]) == (0, 2, 5, 7)
+        with pytest.raises(errors.VerificationError):
+            require_ok(result)
+    finally:
+        np.savez(artifact.golden_expected, **expected)
+
+
+@pytest.mark.parametrize("actual, ok", [(np.array([1.0, 2.0, 3.0], "float32"), True),
+                                        (np.array([1.0, 2.0, 3.001], "float32"), False),
+                                        (np.array([1.0, np.nan, 3.0], "float32"), False),
+                                        (np.array([1.0, 2.0], "float32"), False)])
+def test_compare(actual, ok):
+    check = compare("y", actual, np.array([1.0, 2.0, 3.0], "float32"), Tolerance(rel_l2=1e-5, max_abs=1e-4))
+    assert check.ok is ok
+
+
+def test_compare_reports_errors_exactly():
+    check = compare("y", np.array([3.0, 4.0 + 0.05], "float32"), np.array([3.0, 4.0], "float32"),
+                    Tolerance(rel_l2=1.0, max_abs=1.0))
+    assert check.max_abs == pytest.approx(0.05, rel=1e-5)
+    assert check.rel_l2 == pytest.approx(0.05 / 5.0, rel=1e-5)
+
+
+def test_build_outputs_stay_out_of_the_source_tree():
+    assert artifact_dir("m", "host").parts[-3:] == ("build", "m", "host")
+    assert Path(".gitignore").read_text().count("/build/") == 1
+
+
+def test_list_targets_cli(capsys):
+    assert main(["list", "targets"]) == 0
+    assert "host" in capsys.readouterr().out
