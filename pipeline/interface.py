@@ -32,6 +32,7 @@ class CompileArgs:
     target: object  # targets.DevicePreset
     build_root: Path | None = None
     force: bool = False
+    options: OptimizeOptions = OptimizeOptions()
 
 
 def versions() -> dict:
@@ -53,6 +54,7 @@ def _atrous_version() -> str:
 def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions) -> str:
     digest = hashlib.sha256(onnx_path.read_bytes())
     digest.update(json.dumps(target_json, sort_keys=True).encode())
+    digest.update(json.dumps(options.key(), sort_keys=True).encode())
     digest.update(json.dumps(versions(), sort_keys=True).encode())
     if options.database is not None:
         for record in sorted(Path(options.database).glob("*.json")):
@@ -77,7 +79,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
     """Compile ``args.source`` for ``args.target`` into ``build/<model>/<target>/`` and return the artifact."""
     source, preset = args.source, args.target
     final = art.artifact_dir(source.name, preset.name, args.build_root)
-    options = OptimizeOptions()
+    options = args.options
     with art.staged(final) as stage:
         onnx_path = write_onnx(source, stage.path / "model.onnx")
         target_json = preset.target_dict()

@@ -8,12 +8,26 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
+from .passes import DropDeadTaps
+
 
 @dataclass(frozen=True)
 class OptimizeOptions:
-    """Switches for the graph-level passes. ``database`` is a MetaSchedule work dir to apply (None: untuned)."""
+    """Switches for the graph-level passes. ``database`` is a MetaSchedule work dir to apply (None: untuned).
+
+    ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
+    """
 
     database: Path | None = None
+    drop_dead_taps: bool = True
+
+    def key(self) -> dict:
+        """What the artifact fingerprint depends on (the database enters by content, not path)."""
+        return {"drop_dead_taps": self.drop_dead_taps}
+
+
+# Every rewrite that can be switched off: the dilation suite runs with each one alone on.
+REWRITES = ("drop_dead_taps",)
 
 
 def inference_passes() -> list:
@@ -22,6 +36,10 @@ def inference_passes() -> list:
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
     ]
+
+
+def dilation_passes(options: OptimizeOptions) -> list:
+    return [DropDeadTaps() if options.drop_dead_taps else tvm.transform.Sequential([])]
 
 
 def lowering_passes() -> list:
@@ -45,6 +63,9 @@ def optimize_passes(options: OptimizeOptions) -> list:
     return (
         # Phase: inference simplification (batch norm and friends to arithmetic, constant folding)
         inference_passes()
+        # Phase: dilation-aware rewrites (exact: every output bit unchanged)
+        + dilation_passes(options)
+        + [relax.transform.FoldConstant()]
         # Phase: lowering to fused TensorIR functions
         + lowering_passes()
         # Phase: schedules from the device's tuning database
