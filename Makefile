@@ -7,6 +7,7 @@ MODEL  ?= deeplabv3-mobilenet
 PRESET ?= standard
 TARGET ?= host
 PYTEST_ARGS ?=
+TRIALS ?= 64
 
 .PHONY: all run test venv sysdeps list clean help
 all: run
@@ -14,6 +15,7 @@ all: run
 help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
+	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
 
@@ -32,6 +34,10 @@ venv: $(STAMP) sysdeps
 
 run: venv
 	$(BIN)/atrous run $(MODEL) --preset $(PRESET) --target $(TARGET)
+
+# Tuning is resumable: an interrupted run keeps its records and a re-run tops every kernel up to TRIALS.
+tune-%: venv
+	$(BIN)/atrous tune $(MODEL) --preset $(PRESET) --target $* --trials $(TRIALS)
 
 list: venv
 	$(BIN)/atrous list models

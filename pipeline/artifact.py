@@ -47,7 +47,8 @@ class Meta:
     reference: str
     fingerprint: str
     versions: dict
-    tuned_tasks: int = 0
+    database: str | None = None  # the tuning database applied (None: untuned)
+    tuned_tasks: int = 0  # kernels scheduled from the database; the others use the untuned default
     total_tasks: int = 0
 
     def to_json(self) -> str:

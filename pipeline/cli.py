@@ -14,6 +14,7 @@ DEFAULT_MODEL = "deeplabv3-mobilenet"
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """What names a model on a device: shared by every command that takes a model."""
     from .source import parse_shapes
 
     p.add_argument("model", help="zoo model name (atrous list models) or path to an .onnx file")
@@ -21,10 +22,24 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default="standard", help="zoo model size preset: tiny or standard")
     p.add_argument("--input-shape", type=parse_shapes, default=None, metavar="NAME:1x3xHxW,...",
                    help="fix input shapes of an ONNX file with dynamic dimensions")
-    p.add_argument("--build-dir", default=None, help="root of build outputs (default: ./build)")
     p.add_argument("--seed", type=int, default=0, help="seed of example inputs and zoo weights")
-    p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
+    p.add_argument("--database", default=None, metavar="DIR",
+                   help="tuning database (default: the target's committed one, targets/tuning/<device>/<cpu>)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _add_compile_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--build-dir", default=None, help="root of build outputs (default: ./build)")
+    p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
+    p.add_argument("--untuned", action="store_true", help="ignore tuning databases (default schedules only)")
+
+
+def _options(args):
+    from pathlib import Path
+
+    from .optimize import OptimizeOptions
+
+    return OptimizeOptions(database=Path(args.database) if args.database else None)
 
 
 def _compile(args):
@@ -38,17 +53,46 @@ def _compile(args):
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     start = time.perf_counter()
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
-                                         args.force))
+                                         args.force, _options(args), tuned=not args.untuned))
     return src, preset, artifact, time.perf_counter() - start
+
+
+def _tuning_line(meta) -> str:
+    if not meta.database:
+        return f"untuned: default schedules for all {meta.total_tasks} kernels"
+    return (f"tuned {meta.tuned_tasks}/{meta.total_tasks} kernels from {meta.database}"
+            f" ({meta.total_tasks - meta.tuned_tasks} fell back to default schedules)")
 
 
 def cmd_compile(args) -> int:
     src, preset, artifact, seconds = _compile(args)
+    meta = artifact.meta()
     if args.json:
         print(json.dumps({"model": src.name, "target": preset.name, "artifact": str(artifact.root),
-                          "seconds": round(seconds, 2)}))
+                          "seconds": round(seconds, 2), "database": meta.database,
+                          "tuned_tasks": meta.tuned_tasks, "total_tasks": meta.total_tasks}))
     else:
         print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
+        print(_tuning_line(meta))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from pathlib import Path
+
+    import targets
+    from . import source
+    from .tune import TuneArgs, tune_model
+
+    preset = targets.get_target(args.target)
+    src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
+    database = Path(args.database) if args.database else None
+    report = tune_model(TuneArgs(src, preset, args.trials, database=database), progress=not args.json)
+    if args.json:
+        print(json.dumps(report.as_dict()))
+    else:
+        print(f"tune {src.name} on {preset.name}: {report.new_trials} new trials")
+        print(report.table())
     return 0
 
 
@@ -101,6 +145,7 @@ def cmd_run(args) -> int:
     rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
     print(f"== {src.name} ({src.description}) on {preset.name}")
     print(f"compiled in {seconds:.1f} s; artifact: {artifact.root}")
+    print(_tuning_line(artifact.meta()))
     print("-- verification")
     print(report(result.checks, result.tolerance, result.notes))
     print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
@@ -127,9 +172,18 @@ def parser() -> argparse.ArgumentParser:
                            ("run", cmd_run, "compile, verify and bench in one report (the main job)")):
         sp = sub.add_parser(name, help=text, description=text)
         _add_model_args(sp)
+        _add_compile_args(sp)
         if fn in (cmd_bench, cmd_run):
             sp.add_argument("--repeat", type=_positive, default=10, help="timed runs per runtime")
         sp.set_defaults(func=fn)
+    sp = sub.add_parser("tune", help="tune the model's kernels into the target's database (resumable)",
+                        description="MetaSchedule tuning: each kernel gets up to --trials measured candidates; "
+                        "records go to the target's database (targets/tuning/<device>/<cpu>), which compile "
+                        "applies. Interrupt at any time; a re-run continues where it stopped.")
+    _add_model_args(sp)
+    sp.add_argument("--trials", type=_non_negative, default=64,
+                    help="trials per kernel (0: only report what the database holds)")
+    sp.set_defaults(func=cmd_tune)
     sp = sub.add_parser("list", help="list zoo models or device presets")
     sp.add_argument("what", choices=("models", "targets"))
     sp.add_argument("--json", action="store_true")
@@ -141,6 +195,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be zero or a positive integer")
     return value
 
 

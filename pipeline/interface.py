@@ -9,17 +9,17 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from . import artifact as art
 from .build import build, export
-from .errors import VerificationError
+from .errors import AtrousError, VerificationError
 from .export import export_onnx
 from .ingest import load_onnx, to_relax
-from .optimize import OptimizeOptions, optimize
+from .optimize import OptimizeOptions, apply_schedules, lower
 from .reference import onnxruntime_outputs, pytorch_outputs
 from .runner import CompiledModel
 from .source import Source
@@ -33,6 +33,7 @@ class CompileArgs:
     build_root: Path | None = None
     force: bool = False
     options: OptimizeOptions = OptimizeOptions()
+    tuned: bool = True  # apply the device's tuning database (options.database, else the preset's own) if any
 
 
 def versions() -> dict:
@@ -75,11 +76,28 @@ def reference_outputs(source: Source, onnx_path: Path) -> dict[str, np.ndarray]:
     return onnxruntime_outputs(onnx_path, source.inputs)
 
 
+def tuning_database(args: CompileArgs) -> Path | None:
+    """The tuning database ``compile`` applies: the one given, else the preset's committed one, if it exists."""
+    from .tune import check_database, has_database
+
+    if not args.tuned:
+        return None
+    directory = Path(args.options.database) if args.options.database else args.target.tuning_dir
+    if not has_database(directory):
+        if args.options.database:
+            raise AtrousError(f"no tuning database in {directory}; run 'atrous tune' first or drop --database")
+        return None
+    check_database(directory, args.target)
+    return directory
+
+
 def compile_model(args: CompileArgs) -> art.Artifact:
     """Compile ``args.source`` for ``args.target`` into ``build/<model>/<target>/`` and return the artifact."""
+    from .tune import tuned_task_count
+
     source, preset = args.source, args.target
     final = art.artifact_dir(source.name, preset.name, args.build_root)
-    options = args.options
+    options = replace(args.options, database=tuning_database(args))
     with art.staged(final) as stage:
         onnx_path = write_onnx(source, stage.path / "model.onnx")
         target_json = preset.target_dict()
@@ -89,14 +107,18 @@ def compile_model(args: CompileArgs) -> art.Artifact:
             return existing
         model = load_onnx(onnx_path)
         mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
-        mod = optimize(mod, preset.tvm_target(), options)
+        mod = lower(mod, preset.tvm_target(), options)
+        tuned, total = tuned_task_count(mod, preset, options.database)
+        mod = apply_schedules(mod, preset.tvm_target(), options)
         export(build(mod, preset), stage.path / "model.so", preset)
         expected = reference_outputs(source, onnx_path)
         _write_golden(stage.path, source.inputs, expected)
         meta = art.Meta(model=source.name, target=preset.name, target_json=target_json,
                         inputs=tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items()),
                         outputs=tuple(art.TensorSpec.of(n, v) for n, v in expected.items()),
-                        reference=source.reference_kind, fingerprint=key, versions=versions())
+                        reference=source.reference_kind, fingerprint=key, versions=versions(),
+                        database=str(options.database) if options.database else None, tuned_tasks=tuned,
+                        total_tasks=total)
         (stage.path / "meta.json").write_text(meta.to_json())
         stage.commit()
     return art.Artifact(final)

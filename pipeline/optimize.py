@@ -59,7 +59,8 @@ def schedule_passes(options: OptimizeOptions) -> list:
     return [relax.transform.MetaScheduleApplyDatabase(str(options.database))]
 
 
-def optimize_passes(options: OptimizeOptions) -> list:
+def graph_passes(options: OptimizeOptions) -> list:
+    """Everything before scheduling: the module these passes produce is what tuning tasks are extracted from."""
     return (
         # Phase: inference simplification (batch norm and friends to arithmetic, constant folding)
         inference_passes()
@@ -68,11 +69,24 @@ def optimize_passes(options: OptimizeOptions) -> list:
         + [relax.transform.FoldConstant()]
         # Phase: lowering to fused TensorIR functions
         + lowering_passes()
-        # Phase: schedules from the device's tuning database
-        + schedule_passes(options)
     )
 
 
-def optimize(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions()) -> tvm.IRModule:
+def optimize_passes(options: OptimizeOptions) -> list:
+    # Phase: schedules from the device's tuning database
+    return graph_passes(options) + schedule_passes(options)
+
+
+def lower(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions()) -> tvm.IRModule:
+    """Relax -> fused TensorIR, unscheduled."""
     with target:
-        return tvm.transform.Sequential(optimize_passes(options))(mod)
+        return tvm.transform.Sequential(graph_passes(options))(mod)
+
+
+def apply_schedules(mod: tvm.IRModule, target, options: OptimizeOptions) -> tvm.IRModule:
+    with target:
+        return tvm.transform.Sequential(schedule_passes(options))(mod)
+
+
+def optimize(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions()) -> tvm.IRModule:
+    return apply_schedules(lower(mod, target, options), target, options)

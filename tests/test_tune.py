@@ -1,0 +1,100 @@
+"""Tuning: a few-trial run into a fresh database, resuming it, applying it in compile, and refusing a database
+made for another target. One small model (one dilated conv task plus a pooled head) keeps this around a minute:
+most of it is MetaSchedule's one-time import of its tensor intrinsics and per-task worker start-up."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import source
+from pipeline.errors import AtrousError
+from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from pipeline.optimize import OptimizeOptions
+from pipeline.tune import MANIFEST, TuneArgs, tune_model
+
+pytestmark = pytest.mark.slow
+
+
+class DilatedBlock(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+
+    def forward(self, x):
+        return torch.relu(self.conv(x))
+
+
+def block_source():
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).standard_normal((1, 8, 12, 12)).astype(np.float32)
+    return source.from_torch("dilated-block", lambda: DilatedBlock().eval(), {"x": x})
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, host):
+    """A database with 2 trials per task, then the report of a resumed run asking for 3."""
+    database = tmp_path_factory.mktemp("db")
+    first = tune_model(TuneArgs(block_source(), host, 2, database=database), progress=False)
+    again = tune_model(TuneArgs(block_source(), host, 2, database=database), progress=False)
+    more = tune_model(TuneArgs(block_source(), host, 3, database=database), progress=False)
+    return database, first, again, more
+
+
+def test_a_few_trials_are_recorded_with_timings(tuned):
+    database, first, _, _ = tuned
+    assert first.tasks and first.new_trials == 2 * len(first.tasks)
+    for task in first.tasks:
+        assert task.trials == 2, task
+        assert task.best_s is not None and 0 < task.best_s < 1, task
+    conv = max(first.tasks, key=lambda t: t.flops)
+    assert conv.flops >= 2 * 8 * 8 * 9 * 12 * 12  # the dilated conv task, FLOPs counted
+    assert "fused_conv2d" in first.table()
+    assert (database / MANIFEST).is_file() and (database / "database_tuning_record.json").is_file()
+
+
+def test_resume_tunes_only_what_is_missing(tuned):
+    _, first, again, more = tuned
+    assert again.new_trials == 0
+    assert [t.trials for t in again.tasks] == [2] * len(first.tasks)
+    assert more.new_trials == len(first.tasks)
+    assert [t.trials for t in more.tasks] == [3] * len(first.tasks)
+
+
+def test_zero_trials_reports_the_database_and_tunes_nothing(tuned, host):
+    database = tuned[0]
+    before = (database / "database_tuning_record.json").read_text()
+    report = tune_model(TuneArgs(block_source(), host, 0, database=database), progress=False)
+    assert report.new_trials == 0 and all(t.trials == 3 for t in report.tasks)
+    assert (database / "database_tuning_record.json").read_text() == before
+
+
+def test_compile_applies_the_database_and_stays_exact(tuned, host, tmp_path):
+    database = tuned[0]
+    artifact = compile_model(CompileArgs(block_source(), host, tmp_path, options=OptimizeOptions(database)))
+    meta = artifact.meta()
+    assert meta.database == str(database)
+    assert meta.tuned_tasks == meta.total_tasks == len(tuned[1].tasks)
+    require_ok(verify_model(artifact, host))
+    untuned = compile_model(CompileArgs(block_source(), host, tmp_path / "u", tuned=False))
+    assert untuned.meta().database is None and untuned.meta().tuned_tasks == 0
+
+
+def test_a_database_for_another_target_is_refused(tuned, host, tmp_path):
+    database = tmp_path / "other"
+    database.mkdir()
+    for f in tuned[0].iterdir():
+        (database / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((database / MANIFEST).read_text())
+    manifest["target"]["mcpu"] = "cortex-a72"
+    (database / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(AtrousError, match="was made for"):
+        compile_model(CompileArgs(block_source(), host, tmp_path, options=OptimizeOptions(database)))
+    with pytest.raises(AtrousError, match="was made for"):
+        tune_model(TuneArgs(block_source(), host, 1, database=database), progress=False)
+
+
+def test_a_missing_database_named_explicitly_is_an_error(host, tmp_path):
+    with pytest.raises(AtrousError, match="no tuning database"):
+        compile_model(CompileArgs(block_source(), host, tmp_path, options=OptimizeOptions(tmp_path / "none")))
