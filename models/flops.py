@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -30,8 +29,10 @@ def layer_macs(layer: nn.Module, inp: torch.Tensor, out: torch.Tensor) -> int:
     return 0
 
 
-def count_flops(module: nn.Module, inputs: dict[str, np.ndarray]) -> int:
-    """2 x MACs of one forward pass of ``module`` on ``inputs`` (name -> array, in forward() order)."""
+def count_flops(module: nn.Module, inputs: dict) -> int:
+    """2 x MACs of one forward pass of ``module`` on ``inputs`` (name -> array or tensor, in forward() order).
+
+    A module and inputs on the ``meta`` device give the count without computing anything."""
     total = 0
 
     def hook(layer, args, out):
@@ -42,7 +43,7 @@ def count_flops(module: nn.Module, inputs: dict[str, np.ndarray]) -> int:
     handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, kinds)]
     try:
         with torch.no_grad():
-            module(*(torch.from_numpy(np.asarray(v)) for v in inputs.values()))
+            module(*(torch.as_tensor(v) for v in inputs.values()))
     finally:
         for h in handles:
             h.remove()

@@ -7,11 +7,14 @@ def model_rows() -> list[dict]:
     from models import MODELS, count_flops
     from models.flops import count_params
 
+    import torch
+
     rows = []
     for name, zoo in MODELS.items():
         for preset_name, preset in zoo.presets.items():
-            module = zoo.create(preset_name)
-            inputs = zoo.example_inputs(preset_name)
+            with torch.device("meta"):  # structure only: sizes without weights or arithmetic
+                module = zoo.factory(**preset.config).eval()
+                inputs = {n: torch.empty(shape) for n, shape in preset.inputs.items()}
             rows.append({"model": name, "preset": preset_name, "params_m": count_params(module) / 1e6,
                          "gflops": count_flops(module, inputs) / 1e9,
                          "inputs": {n: list(v.shape) for n, v in inputs.items()}, "summary": zoo.summary})

@@ -1,0 +1,40 @@
+"""Every zoo model at its tiny preset, end to end on the host: export, import, optimize, build, run, and compare
+with PyTorch (and ONNX Runtime as a second reference) within the host preset's explicit tolerance."""
+
+import json
+
+import pytest
+
+from models import MODELS
+from pipeline import source
+from pipeline.cli import main
+from pipeline.interface import CompileArgs, compile_model, verify_model
+from pipeline.verify import report
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_tiny_model_compiles_and_matches_pytorch(name, host, build_root):
+    artifact = compile_model(CompileArgs(source.from_zoo(name, "tiny"), host, build_root, tuned=False))
+    result = verify_model(artifact, host)
+    print(report(result.checks, result.tolerance, result.notes))
+    assert result.ok
+    references = {c.reference for c in result.checks}
+    assert references == {"pytorch", "onnxruntime"}, result.notes
+    meta = artifact.meta()
+    assert {c.name for c in result.checks} == {o.name for o in meta.outputs} == set(MODELS[name].presets["tiny"].outputs)
+    for check in result.checks:
+        assert check.rel_l2 < host.tolerance.rel_l2 and check.max_abs < host.tolerance.max_abs, check
+
+
+def test_list_models_shows_every_model_and_preset_with_sizes(capsys):
+    assert main(["list", "models", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {(r["model"], r["preset"]) for r in rows} == {(m, p) for m in MODELS for p in ("tiny", "standard")}
+    for row in rows:
+        assert row["params_m"] > 0 and row["gflops"] > 0, row
+    standard = {r["model"]: r for r in rows if r["preset"] == "standard"}
+    assert standard["deeplabv3-resnet"]["gflops"] > standard["deeplabv3-mobilenet"]["gflops"]
+    assert main(["list", "models"]) == 0
+    text = capsys.readouterr().out
+    assert all(name in text for name in MODELS) and "GFLOPs" in text
