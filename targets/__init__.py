@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipeline.errors import AtrousError, UnknownNameError
 
-from . import host
+from . import arm, cuda, host, vulkan
 from .preset import DevicePreset, Tolerance
 
 TARGETS: dict[str, DevicePreset] = {}
@@ -28,7 +28,7 @@ def get_target(name: str) -> DevicePreset:
     return preset
 
 
-for _family in (host,):
+for _family in (host, arm, cuda, vulkan):
     for _preset in _family.PRESETS:
         register(_preset)
 
