@@ -9,13 +9,14 @@ TARGET ?= host
 PYTEST_ARGS ?=
 TRIALS ?= 64
 
-.PHONY: all run test venv sysdeps list clean help
+.PHONY: all run test venv sysdeps list clean help bench
 all: run
 
 help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
+	@echo "make bench [MODELS=a,b]                                             zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
 
@@ -38,6 +39,11 @@ run: venv
 # Tuning is resumable: an interrupted run keeps its records and a re-run tops every kernel up to TRIALS.
 tune-%: venv
 	$(BIN)/atrous tune $(MODEL) --preset $(PRESET) --target $* --trials $(TRIALS)
+
+# Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, appended to BENCHMARKS.md.
+MODELS ?=
+bench: venv
+	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
 
 list: venv
 	$(BIN)/atrous list models

@@ -48,6 +48,11 @@ class CompiledModel:
         names = [s.name for s in self.meta.outputs]
         return {n: v.numpy() for n, v in zip(names, values)}
 
+    def runner(self, inputs: dict[str, np.ndarray]):
+        """A no-argument callable that runs the model once on ``inputs`` (copied to the device once)."""
+        args = self._args(inputs)
+        return lambda: self._vm["main"](*args)
+
     def time(self, inputs: dict[str, np.ndarray], number: int = 1, repeat: int = 5) -> list[float]:
         """Per-run seconds for ``repeat`` measurements of ``number`` runs each (after one warm-up)."""
         timer = self._vm.time_evaluator("main", self.device, number=number, repeat=repeat, min_repeat_ms=0)

@@ -1,0 +1,143 @@
+"""``make bench``: every zoo model at its standard preset, measured side by side in one process, into BENCHMARKS.md.
+
+For each model: atrous untuned (default schedules only), atrous tuned (the target's committed database, where it
+has records for the model), PyTorch eager and ONNX Runtime, all with the same thread count on the same inputs.
+Runtimes are timed in interleaved rounds (one run of each per round) so that drift on a shared machine hits all
+of them alike; the table reports medians and ratios to ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from .interface import CompileArgs, compile_model, require_ok, verify_model
+
+
+def _rounds(runners: dict, repeat: int) -> dict[str, list[float]]:
+    for fn in runners.values():
+        fn()  # warm-up
+    seconds = {name: [] for name in runners}
+    for _ in range(repeat):
+        for name, fn in runners.items():
+            start = time.perf_counter()
+            fn()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
+
+
+def bench_model(name: str, preset, repeat: int, build_root: Path) -> dict:
+    import torch
+
+    from models import count_flops
+    from . import source
+    from .reference import onnxruntime_session
+    from .runner import CompiledModel
+
+    src = source.from_zoo(name, "standard")
+    threads = preset.target_dict().get("num-cores")
+    untuned = compile_model(CompileArgs(src, preset, build_root / "untuned", tuned=False))
+    tuned = compile_model(CompileArgs(src, preset, build_root / "tuned"))
+    for artifact in (untuned, tuned):
+        require_ok(verify_model(artifact, preset, second_reference=False))
+    inputs, _ = untuned.load_golden()
+    module = src.module()
+    torch.set_num_threads(threads)
+    args = [torch.from_numpy(v) for v in inputs.values()]
+    session = onnxruntime_session(untuned.onnx, threads)
+    runners = {"atrous untuned": CompiledModel(untuned).runner(inputs),
+               "atrous tuned": CompiledModel(tuned).runner(inputs),
+               "pytorch": lambda: _torch_run(module, args),
+               "onnxruntime": lambda: session.run(None, inputs)}
+    if not tuned.meta().tuned_tasks:
+        del runners["atrous tuned"]
+    seconds = _rounds(runners, repeat)
+    meta = tuned.meta()
+    return {"model": name, "gflop": count_flops(module, inputs) / 1e9, "threads": threads,
+            "tuned": f"{meta.tuned_tasks}/{meta.total_tasks}",
+            "ms": {k: 1e3 * statistics.median(v) for k, v in seconds.items()}}
+
+
+def _torch_run(module, args):
+    import torch
+
+    with torch.inference_mode():
+        module(*args)
+
+
+COLUMNS = ("atrous untuned", "atrous tuned", "pytorch", "onnxruntime")
+
+
+def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
+    import onnxruntime
+    import torch
+    import tvm
+
+    spec = preset.target_dict()
+    lines = [
+        f"## Host CPU, {rows[0]['threads'] if rows else '?'} threads, fp32, batch 1 (`{command}`)",
+        "",
+        f"{datetime.date.today().isoformat()}; {_cpu_name()} (LLVM mcpu `{spec.get('mcpu')}`); TVM {tvm.__version__}, "
+        f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}. Median of {repeat} interleaved "
+        "rounds, milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). A shared machine: "
+        "compare ratios, not absolute times.",
+        "",
+        "| model | GFLOP | tuned kernels | " + " | ".join(COLUMNS) + " | atrous best GFLOP/s |",
+        "|---|---:|---:|" + "---:|" * len(COLUMNS) + "---:|",
+    ]
+    for r in rows:
+        ort = r["ms"]["onnxruntime"]
+        cells = []
+        for c in COLUMNS:
+            ms = r["ms"].get(c)
+            cells.append("-" if ms is None else f"{ms:.1f} ({ort / ms:.2f}x)")
+        best = min(v for k, v in r["ms"].items() if k.startswith("atrous"))
+        lines.append(f"| {r['model']} | {r['gflop']:.2f} | {r['tuned']} | " + " | ".join(cells)
+                     + f" | {r['gflop'] / best * 1e3:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main(argv=None) -> int:
+    import targets
+    from models import MODELS
+    from tqdm import tqdm
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.benchsuite", description=__doc__.splitlines()[0])
+    p.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: all)")
+    p.add_argument("--target", default="host")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--build-dir", default="build/bench")
+    p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    args = p.parse_args(argv)
+    preset = targets.get_target(args.target)
+    rows = []
+    names = [n for n in args.models.split(",") if n]
+    for name in tqdm(names, unit="model"):
+        rows.append(bench_model(name, preset, args.repeat, Path(args.build_dir)))
+        tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in rows[-1]["ms"].items()))
+    command = "make bench " + (f"MODELS={args.models}" if args.models != ",".join(MODELS) else "")
+    text = markdown(rows, command.strip(), preset, args.repeat)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as out:
+            out.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,191 @@
+"""Default (untuned) CPU schedules: what a kernel gets when the tuning database has no record for it.
+
+TVM's CPU pipeline compiles unscheduled TensorIR as written: one thread, scalar loops, the convolution's
+accumulator in memory. These rules give every kernel a usable schedule with no tuning:
+
+* ``ConvLike``: a block with reduction axes (conv2d/conv1d of any dilation, groups or stride; pooling means).
+  Loops become ``parallel(n, f_outer, y) . reduce... . f_inner (unrolled) . x (vectorised)``: each thread owns
+  output rows, the accumulator of ``F_TILE`` channels x one row lives in a local buffer the compiler keeps in
+  registers, each input vector feeds ``F_TILE`` FMAs, and the epilogue (bias, activation, residual add) is
+  applied as the row is written back. Zero padding stays a separate, parallel, vectorised pass.
+* ``Elementwise``: everything else (resize, concat, adds): producers inlined, outer loops fused and parallel,
+  the innermost vectorised.
+
+Both are exact rewrites of the loop order, never of the arithmetic order within one output element's reduction
+(up to floating-point reassociation by the vectoriser, which never reorders a reduction here).
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+
+F_TILE = 4  # output channels per register tile
+MAX_VECTOR = 64  # widest row vectorised in one piece (longer rows are split)
+
+
+def _iter_kinds(sch, block) -> list[int]:
+    return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
+
+
+def _is_reduction(sch, block) -> bool:
+    return any(kind == tirx.IterVar.CommReduce for kind in _iter_kinds(sch, block))
+
+
+def _extent(sch, loop) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def _vectorize_inner(sch, block) -> None:
+    """Parallel over all but the innermost loop, vectorise the innermost (split when it is long)."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    inner = loops[-1]
+    extent = _extent(sch, inner)
+    if extent is None:
+        return
+    if extent > MAX_VECTOR:
+        lanes = _largest_divisor(extent, MAX_VECTOR)
+        if lanes < 4:
+            return _parallel_outer(sch, loops)
+        outer, inner = sch.split(inner, [None, lanes])
+        loops = [*loops[:-1], outer]
+    else:
+        loops = loops[:-1]
+    sch.vectorize(inner)
+    _parallel_outer(sch, loops)
+
+
+def _parallel_outer(sch, loops) -> None:
+    if len(loops) > 1:
+        sch.parallel(sch.fuse(*loops))
+    elif loops:
+        sch.parallel(loops[0])
+
+
+def _inline_producers(sch, keep) -> None:
+    """Inline every block that can be inlined into its consumers, except those in ``keep``."""
+    for block in sch.get_child_blocks(sch.get_sblock("root")) if _has_root(sch) else []:
+        if sch.get(block).name_hint in keep:
+            continue
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:
+            pass
+
+
+def _has_root(sch) -> bool:
+    try:
+        sch.get_sblock("root")
+        return True
+    except s_tir.ScheduleError:
+        return False
+
+
+class ConvLike(ScheduleRule):
+    """Register-tiled, row-vectorised, parallel schedule for the one reduction block of a fused kernel."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        reductions = [b for b in blocks if _is_reduction(sch, b)]
+        if len(reductions) != 1:
+            return None
+        main = reductions[0]
+        try:
+            return self._schedule(sch, main)
+        except s_tir.ScheduleError:
+            return None
+
+    def _schedule(self, sch, main):
+        kinds = _iter_kinds(sch, main)
+        loops = sch.get_loops(main)
+        if len(loops) != len(kinds):
+            return None
+        spatial = [l for l, k in zip(loops, kinds) if k == tirx.IterVar.DataPar]
+        reduce = [l for l, k in zip(loops, kinds) if k == tirx.IterVar.CommReduce]
+        if len(spatial) < 2 or kinds[: len(spatial)] != [tirx.IterVar.DataPar] * len(spatial):
+            return None
+        x = spatial[-1]
+        if (_extent(sch, x) or 0) > MAX_VECTOR:
+            xo, x = sch.split(x, [None, _largest_divisor(_extent(sch, x), MAX_VECTOR)])
+            spatial = [*spatial[:-1], xo, x]
+        # the channel axis: the one after the batch for NC... layouts (4-D conv2d, 3-D conv1d)
+        f = spatial[1] if len(spatial) >= 3 else None
+        outer = [l for l in spatial[:-1]]
+        tile = []
+        if f is not None and _extent(sch, f):
+            fi_size = _largest_divisor(_extent(sch, f), F_TILE)
+            if fi_size > 1:
+                fo, fi = sch.split(f, [None, fi_size])
+                outer = [fo if l == f else l for l in outer]
+                tile = [fi]
+        sch.reorder(*outer, *reduce, *tile, x)
+        rows = sch.fuse(*outer)
+        # producers other than padding are inlined; padding stays a separate vectorised pass
+        for producer in sch.get_producers(main):
+            if not _has_reads_padding(sch, producer):
+                try:
+                    sch.compute_inline(producer)
+                except s_tir.ScheduleError:
+                    pass
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, rows)
+        for consumer in _epilogue(sch, acc):
+            sch.reverse_compute_inline(consumer)
+        # loop kinds first: vectorise/parallel need the complete reduction block, before its init is split off
+        sch.vectorize(x)
+        for fi in tile:
+            sch.unroll(fi)
+        sch.vectorize(sch.get_loops(acc)[-1])
+        sch.parallel(rows)
+        for producer in sch.get_producers(main):  # the padding passes left un-inlined above
+            _vectorize_inner(sch, producer)
+        if reduce:
+            sch.decompose_reduction(main, reduce[0])  # the init keeps the vectorised/unrolled loop kinds
+        return sch
+
+
+def _has_reads_padding(sch, block) -> bool:
+    return "pad" in sch.get(block).name_hint
+
+
+def _epilogue(sch, block) -> list:
+    """The chain of elementwise consumers after ``block``, nearest first."""
+    chain = []
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return chain
+        block = consumers[0]
+        chain.append(block)
+
+
+class Elementwise(ScheduleRule):
+    """Inline producers, then parallel outer loops and a vectorised inner loop for each remaining block."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        try:
+            _inline_producers(sch, keep=())
+            for block in sch.get_child_blocks(sch.get_sblock("root")):
+                if _is_reduction(sch, block):
+                    return None
+                _vectorize_inner(sch, block)
+        except s_tir.ScheduleError:
+            return None
+        return sch
+
+
+def default_rules() -> tuple:
+    return (ConvLike(), Elementwise())
