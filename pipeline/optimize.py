@@ -16,14 +16,16 @@ class OptimizeOptions:
     """Switches for the graph-level passes. ``database`` is a MetaSchedule work dir to apply (None: untuned).
 
     ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
+    ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
     database: Path | None = None
     drop_dead_taps: bool = True
+    default_schedules: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
-        return {"drop_dead_taps": self.drop_dead_taps}
+        return {"drop_dead_taps": self.drop_dead_taps, "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off: the dilation suite runs with each one alone on.
@@ -53,10 +55,18 @@ def lowering_passes() -> list:
     ]
 
 
-def schedule_passes(options: OptimizeOptions) -> list:
-    if options.database is None:
-        return [tvm.transform.Sequential([])]
-    return [relax.transform.MetaScheduleApplyDatabase(str(options.database))]
+def schedule_passes(options: OptimizeOptions, target) -> list:
+    """Tuned schedules from the database first; kernels it lacks get the family's default rules."""
+    passes = []
+    if options.database is not None:
+        passes.append(relax.transform.MetaScheduleApplyDatabase(str(options.database)))
+    if options.default_schedules and target.kind.name == "llvm":
+        from tvm.s_tir import dlight
+
+        from .schedules import cpu_rules
+
+        passes.append(dlight.ApplyDefaultSchedule(*cpu_rules()))
+    return passes
 
 
 def graph_passes(options: OptimizeOptions) -> list:
@@ -72,9 +82,9 @@ def graph_passes(options: OptimizeOptions) -> list:
     )
 
 
-def optimize_passes(options: OptimizeOptions) -> list:
-    # Phase: schedules from the device's tuning database
-    return graph_passes(options) + schedule_passes(options)
+def optimize_passes(options: OptimizeOptions, target) -> list:
+    # Phase: schedules from the device's tuning database, then defaults
+    return graph_passes(options) + schedule_passes(options, target)
 
 
 def lower(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions()) -> tvm.IRModule:
@@ -85,7 +95,9 @@ def lower(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions(
 
 def apply_schedules(mod: tvm.IRModule, target, options: OptimizeOptions) -> tvm.IRModule:
     with target:
-        return tvm.transform.Sequential(schedule_passes(options))(mod)
+        # dlight's pass updates the module it is given in place: give it a copy, so ``mod`` stays unscheduled
+        copy = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
+        return tvm.transform.Sequential(schedule_passes(options, target))(copy)
 
 
 def optimize(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions()) -> tvm.IRModule:
