@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -76,6 +77,59 @@ def extract_tasks(mod, preset) -> list:
 
 def _flops(task) -> float:
     return float(tvm.s_tir.analysis.estimate_tir_flops(task.dispatched[0]))
+
+
+RECORDS, WORKLOADS, TRIALS = "database_tuning_record.json", "database_workload.json", "trials.json"
+KEEP = 8  # records kept per kernel after a run: the fastest, so the committed database stays reviewable
+
+
+def workload_key(task) -> str:
+    """MetaSchedule's structural hash of the task's kernel, as the database files write it."""
+    return str(ms.database.Workload(task.dispatched[0]).as_json()[0])
+
+
+def trial_counts(directory: Path) -> dict:
+    """{workload key: {"trials": measured so far, "kept": records left after the last compaction}}."""
+    path = Path(directory) / TRIALS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def trials_done(directory: Path, database, task) -> int:
+    """Trials measured for ``task``, counting those compacted away."""
+    records = len(records_for(database, task))
+    count = trial_counts(directory).get(workload_key(task))
+    return records if count is None else count["trials"] + max(0, records - count["kept"])
+
+
+def compact(directory: Path, keep: int = KEEP) -> None:
+    """Keep the ``keep`` fastest successful records per kernel; remember how many trials each kernel had.
+
+    Tuning appends every measured candidate (~3 KB each); only the best is ever applied. The trial counts go to
+    ``trials.json`` so that a later run still tops each kernel up to its budget instead of starting over."""
+    directory = Path(directory)
+    keys = [json.loads(line)[0] for line in (directory / WORKLOADS).read_text().splitlines() if line.strip()]
+    groups: dict[int, list] = {}
+    for line in (directory / RECORDS).read_text().splitlines():
+        if line.strip():
+            index, record = json.loads(line)
+            groups.setdefault(index, []).append((line, record))
+    counts = trial_counts(directory)
+    lines = []
+    for index, items in sorted(groups.items()):
+        key = keys[index]
+        before = counts.get(key, {"trials": 0, "kept": 0})
+        timed = [(sum(r[1]) / len(r[1]), line) for line, r in items if r[1] and max(r[1]) < 1e9]
+        best = [line for _, line in sorted(timed)[:keep]]
+        counts[key] = {"trials": before["trials"] + len(items) - before["kept"], "kept": len(best)}
+        lines += best
+    _write_atomic(directory / RECORDS, "".join(line + "\n" for line in lines))
+    _write_atomic(directory / TRIALS, json.dumps(counts, indent=1, sort_keys=True) + "\n")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def records_for(database, task) -> list:
@@ -165,19 +219,25 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     directory = Path(args.database or preset.tuning_dir)
     database = open_database(directory, preset)
     tasks = extract_tasks(lowered_module(args.source, preset, args.options), preset)
-    todo = [(t, max(0, args.trials_per_task - len(records_for(database, t)))) for t in tasks]
+    todo = [(t, max(0, args.trials_per_task - trials_done(directory, database, t))) for t in tasks]
     report = TuneReport(directory)
     total = sum(n for _, n in todo)
-    with tqdm(total=total, unit="trial", disable=not progress or total == 0, dynamic_ncols=True) as bar:
-        for index, (task, budget) in enumerate(todo):
-            if budget:
-                label = f"task {index + 1}/{len(todo)} {task.task_name[:30]}"
-                _tune_one(task, budget, database, preset, args, _Progress(bar, label, best_seconds(
-                    records_for(database, task))))
-                report.new_trials += budget
-            records = records_for(database, task)
-            report.tasks.append(TaskResult(task.task_name, _flops(task), int(task.weight), len(records),
-                                           best_seconds(records)))
+    try:
+        with tqdm(total=total, unit="trial", disable=not progress or total == 0, dynamic_ncols=True) as bar:
+            for index, (task, budget) in enumerate(todo):
+                if budget:
+                    label = f"task {index + 1}/{len(todo)} {task.task_name[:30]}"
+                    report.new_trials += budget
+                    _tune_one(task, budget, database, preset, args, _Progress(bar, label, best_seconds(
+                        records_for(database, task))))
+    finally:  # also on an interrupt: what was measured is kept, compacted
+        if report.new_trials:
+            compact(directory)
+    database = ms.database.JSONDatabase(work_dir=str(directory))
+    for task in tasks:
+        report.tasks.append(TaskResult(task.task_name, _flops(task), int(task.weight),
+                                       trials_done(directory, database, task),
+                                       best_seconds(records_for(database, task))))
     return report
 
 

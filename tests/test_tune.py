@@ -98,3 +98,20 @@ def test_a_database_for_another_target_is_refused(tuned, host, tmp_path):
 def test_a_missing_database_named_explicitly_is_an_error(host, tmp_path):
     with pytest.raises(AtrousError, match="no tuning database"):
         compile_model(CompileArgs(block_source(), host, tmp_path, options=OptimizeOptions(tmp_path / "none")))
+
+
+def test_compaction_keeps_the_fastest_records_and_the_trial_counts(tuned, host, tmp_path):
+    import pipeline.tune as tune
+
+    database = tmp_path / "compact"
+    database.mkdir()
+    for f in tuned[0].iterdir():
+        (database / f.name).write_bytes(f.read_bytes())
+    before = tune_model(TuneArgs(block_source(), host, 0, database=database), progress=False)
+    tune.compact(database, keep=1)
+    lines = (database / "database_tuning_record.json").read_text().splitlines()
+    assert len(lines) == len(before.tasks)  # one record per kernel left
+    after = tune_model(TuneArgs(block_source(), host, 3, database=database), progress=False)
+    assert after.new_trials == 0  # the compacted-away trials still count
+    assert [t.trials for t in after.tasks] == [3] * len(before.tasks)
+    assert [t.best_s for t in after.tasks] == [t.best_s for t in before.tasks]
