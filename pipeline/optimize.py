@@ -52,6 +52,8 @@ def lowering_passes() -> list:
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
+        # weights are constants: mark them layout-free, so a schedule may ask for them in any layout it likes
+        relax.transform.AttachAttrLayoutFreeBuffers(),
     ]
 
 
@@ -66,6 +68,12 @@ def schedule_passes(options: OptimizeOptions, target) -> list:
         from .schedules import cpu_rules
 
         passes.append(dlight.ApplyDefaultSchedule(*cpu_rules()))
+    # weight re-layouts the schedules asked for become separate functions on constants, folded at compile time
+    passes += [
+        relax.transform.SplitLayoutRewritePreproc(),
+        relax.transform.FoldConstant(),
+        relax.transform.DeadCodeElimination(),
+    ]
     return passes
 
 

@@ -3,7 +3,8 @@
 TVM's CPU pipeline compiles unscheduled TensorIR as written: one thread, scalar loops, the convolution's
 accumulator in memory. These rules give every kernel a usable schedule with no tuning:
 
-* ``ConvLike``: a block with reduction axes (conv2d/conv1d of any dilation, groups or stride; pooling means).
+* ``ConvLike``: a block with reduction axes that ``PackedConv`` (packed_conv.py, tried first, for dense convs
+  over constant weights) declined: depthwise and grouped convs, transposed convs, pooling means.
   Loops become ``parallel(n, f_outer, y) . reduce... . f_inner (unrolled) . x (vectorised)``: each thread owns
   output rows, the accumulator of ``F_TILE`` channels x one row lives in a local buffer the compiler keeps in
   registers, each input vector feeds ``F_TILE`` FMAs, and the epilogue (bias, activation, residual add) is
@@ -186,7 +187,3 @@ class Elementwise(ScheduleRule):
         except s_tir.ScheduleError:
             return None
         return sch
-
-
-def default_rules() -> tuple:
-    return (ConvLike(), Elementwise())

@@ -1,0 +1,135 @@
+"""Default CPU schedule for dense convolutions: output channels in vector registers, weights packed at compile time.
+
+For a convolution that reduces over input channels (conv2d/conv1d, any dilation or stride, groups = 1), the
+row-vectorised ``ConvLike`` schedule is limited by the row width, and DeepLab's 2^k+1 feature maps (65, 33, 17)
+make every row an odd length. This schedule vectorises over output channels instead, as the NCHWc kernels of
+ONNX Runtime and oneDNN do:
+
+* the weight is re-laid out once, at compile time, from ``O I kh kw`` to ``O/F I kh kw F`` (a layout-rewrite
+  block that ``SplitLayoutRewritePreproc`` + ``FoldConstant`` turn into packed constants), so the ``F`` output
+  channels of one tap are one contiguous vector load;
+* a register tile of ``X_TILE`` output pixels x ``F`` channels accumulates in a local buffer the compiler keeps in
+  registers; every input value is broadcast once and feeds ``F / lanes`` FMAs, every weight vector ``X_TILE``;
+* output rows (batch x channel blocks x rows) run in parallel; bias, activation and residual adds are applied as
+  the tile is written back.
+
+The arithmetic of each output element (its reduction order) is unchanged.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.base import ScheduleRule
+from tvm.target import codegen
+
+from .cpu import _epilogue, _extent, _has_reads_padding, _is_reduction, _iter_kinds, _vectorize_inner
+
+X_TILE = 6  # output pixels per register tile
+MIN_IN_CHANNELS = 4  # below this the reduction is too short to pay for the packing (use ConvLike)
+
+_LAYOUT_REWRITE = "meta_schedule.layout_rewrite_preproc"
+
+
+def vector_lanes(target) -> int:
+    """fp32 lanes of the target's widest vector unit (AVX-512: 16, AVX/AVX2: 8, NEON and others: 4)."""
+    if target.kind.name != "llvm":
+        return 4
+    if codegen.llvm_cpu_has_features("avx512f", target):
+        return 16
+    if codegen.llvm_cpu_has_features("avx", target):
+        return 8
+    return 4
+
+
+def _layout_free_names(func) -> set[str]:
+    """Names of the parameters the graph marked layout-free (constant weights): only those can be packed."""
+    indices = func.attrs.get("layout_free_buffers", []) if func.attrs else []
+    return {func.params[int(i)].name for i in indices}
+
+
+def _weight_read(sch, block, f_var, rc_var, packable: set[str]):
+    """Index of the constant read indexed ``[f, rc, ...]`` by plain iteration variables (the conv weight).
+
+    A weight computed inside the kernel (a transposed conv's flipped kernel) is not a constant and is left alone.
+    """
+    for index, region in enumerate(sch.get(block).reads):
+        starts = [r.min for r in region.region]
+        if (region.source.name in packable and len(starts) >= 3
+                and starts[0].same_as(f_var) and starts[1].same_as(rc_var)):
+            return index
+    return None
+
+
+class PackedConv(ScheduleRule):
+    """Channel-vectorised, pixel-tiled, parallel schedule for convolutions over input channels."""
+
+    def apply(self, func, target, tunable):
+        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+        reductions = [b for b in blocks if _is_reduction(sch, b)]
+        if len(reductions) != 1:
+            return None
+        try:
+            return self._schedule(sch, reductions[0], 2 * vector_lanes(target), _layout_free_names(func))
+        except s_tir.ScheduleError:
+            return None
+
+    def _schedule(self, sch, main, lanes_f, packable):
+        kinds = _iter_kinds(sch, main)
+        iter_vars = sch.get(main).iter_vars
+        loops = sch.get_loops(main)
+        spatial_kinds = [k for k in kinds if k == tirx.IterVar.DataPar]
+        if len(loops) != len(kinds) or kinds[: len(spatial_kinds)] != spatial_kinds or len(spatial_kinds) not in (3, 4):
+            return None
+        n_spatial = len(spatial_kinds)
+        spatial, reduce = loops[:n_spatial], loops[n_spatial:]
+        if len(reduce) != n_spatial - 1:  # rc plus one kernel axis per spatial image axis
+            return None
+        f_var, rc_var = iter_vars[1].var, iter_vars[n_spatial].var
+        weight = _weight_read(sch, main, f_var, rc_var, packable)
+        channels, in_channels = _extent(sch, spatial[1]), _extent(sch, reduce[0])
+        if weight is None or not channels or channels % lanes_f or (in_channels or 0) < MIN_IN_CHANNELS:
+            return None
+        width = _extent(sch, spatial[-1])
+        if not width:
+            return None
+
+        # the weight, packed once at compile time: O I k.. -> O/F I k.. F
+        packed = sch.cache_read(main, weight, "global")
+        sch.transform_layout(main, ("read", weight),
+                             lambda o, *rest: (o // lanes_f, *rest, o % lanes_f))
+        sch.annotate(packed, _LAYOUT_REWRITE, True)
+
+        n, f, *image = spatial
+        fo, fv = sch.split(f, [None, lanes_f])
+        x_tile = min(X_TILE, width)
+        xo, xt = sch.split(image[-1], [None, x_tile])
+        outer = [n, fo, *image[:-1]]
+        sch.reorder(*outer, xo, *reduce, xt, fv)
+        rows = sch.fuse(*outer)
+
+        packed_name = sch.get(packed).name_hint
+        for producer in sch.get_producers(main):
+            if sch.get(producer).name_hint == packed_name or _has_reads_padding(sch, producer):
+                continue
+            try:
+                sch.compute_inline(producer)
+            except s_tir.ScheduleError:
+                pass
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, xo)
+        for consumer in _epilogue(sch, acc):
+            sch.reverse_compute_inline(consumer)
+
+        sch.vectorize(fv)
+        sch.unroll(xt)
+        for loop in sch.get_loops(acc)[-2:]:
+            sch.unroll(loop)
+        sch.parallel(rows)
+        for producer in sch.get_producers(main):
+            if sch.get(producer).name_hint != packed_name:
+                _vectorize_inner(sch, producer)  # the padding pass
+        sch.decompose_reduction(main, reduce[0])
+        return sch
