@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from .interface import CompileArgs, compile_model, require_ok, verify_model
+from .tune import has_database
 
 
 def _rounds(runners: dict, repeat: int) -> dict[str, list[float]]:
@@ -42,20 +43,22 @@ def bench_model(name: str, preset, repeat: int, build_root: Path) -> dict:
     src = source.from_zoo(name, "standard")
     threads = preset.target_dict().get("num-cores")
     untuned = compile_model(CompileArgs(src, preset, build_root / "untuned", tuned=False))
-    tuned = compile_model(CompileArgs(src, preset, build_root / "tuned"))
-    for artifact in (untuned, tuned):
+    artifacts = [untuned]
+    if has_database(preset.tuning_dir):
+        artifacts.append(compile_model(CompileArgs(src, preset, build_root / "tuned")))
+    for artifact in artifacts:
         require_ok(verify_model(artifact, preset, second_reference=False))
+    tuned = artifacts[-1]
     inputs, _ = untuned.load_golden()
     module = src.module()
     torch.set_num_threads(threads)
     args = [torch.from_numpy(v) for v in inputs.values()]
     session = onnxruntime_session(untuned.onnx, threads)
-    runners = {"atrous untuned": CompiledModel(untuned).runner(inputs),
-               "atrous tuned": CompiledModel(tuned).runner(inputs),
-               "pytorch": lambda: _torch_run(module, args),
-               "onnxruntime": lambda: session.run(None, inputs)}
-    if not tuned.meta().tuned_tasks:
-        del runners["atrous tuned"]
+    runners = {"atrous untuned": CompiledModel(untuned).runner(inputs)}
+    if tuned is not untuned and tuned.meta().tuned_tasks:
+        runners["atrous tuned"] = CompiledModel(tuned).runner(inputs)
+    runners["pytorch"] = lambda: _torch_run(module, args)
+    runners["onnxruntime"] = lambda: session.run(None, inputs)
     seconds = _rounds(runners, repeat)
     meta = tuned.meta()
     return {"model": name, "gflop": count_flops(module, inputs) / 1e9, "threads": threads,

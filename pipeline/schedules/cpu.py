@@ -53,8 +53,8 @@ def _vectorize_inner(sch, block) -> None:
         return
     if extent > MAX_VECTOR:
         lanes = _largest_divisor(extent, MAX_VECTOR)
-        if lanes < 4:
-            return _parallel_outer(sch, loops)
+        if lanes < 4:  # a long row of prime length: parallel outer loops, the row a plain loop (no div/mod)
+            return _parallel_outer(sch, loops[:-1])
         outer, inner = sch.split(inner, [None, lanes])
         loops = [*loops[:-1], outer]
     else:
