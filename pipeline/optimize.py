@@ -8,7 +8,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps
+from .passes import DropDeadTaps, PartitionBorders
 
 
 @dataclass(frozen=True)
@@ -16,20 +16,23 @@ class OptimizeOptions:
     """Switches for the graph-level passes. ``database`` is a MetaSchedule work dir to apply (None: untuned).
 
     ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
+    ``partition_borders``: split dilated convs into output bands over their live taps (exact; passes/border_bands.py).
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
     database: Path | None = None
     drop_dead_taps: bool = True
+    partition_borders: bool = True
     default_schedules: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
-        return {"drop_dead_taps": self.drop_dead_taps, "default_schedules": self.default_schedules}
+        return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
+                "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off: the dilation suite runs with each one alone on.
-REWRITES = ("drop_dead_taps",)
+REWRITES = ("drop_dead_taps", "partition_borders")
 
 
 def inference_passes() -> list:
@@ -41,7 +44,11 @@ def inference_passes() -> list:
 
 
 def dilation_passes(options: OptimizeOptions) -> list:
-    return [DropDeadTaps() if options.drop_dead_taps else tvm.transform.Sequential([])]
+    off = tvm.transform.Sequential([])
+    return [
+        DropDeadTaps() if options.drop_dead_taps else off,
+        PartitionBorders() if options.partition_borders else off,
+    ]
 
 
 def lowering_passes() -> list:

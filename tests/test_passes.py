@@ -9,7 +9,7 @@ import torch
 import tvm
 
 from pipeline.export import export_onnx
-from pipeline.passes import DropDeadTaps, live_taps
+from pipeline.passes import DropDeadTaps, PartitionBorders, bands, live_taps
 
 
 def brute_force_live(size, kernel, stride, dilation, pad_lo, pad_hi):
@@ -29,11 +29,11 @@ def test_live_taps_match_brute_force(kernel, stride, dilation):
             assert (t0, t1) == (live[0], live[-1]), (size, pad_lo, pad_hi)
 
 
-def _convs(module, shape):
+def _convs(module, shape, passes=(DropDeadTaps(),)):
     from pipeline.ingest import to_relax
 
     path = export_onnx(module, {"x": np.zeros(shape, "float32")}, ["y"], _tmp() / "m.onnx")
-    mod = DropDeadTaps()(to_relax(onnx.load(str(path)), {"x": shape}))
+    mod = tvm.transform.Sequential(list(passes))(to_relax(onnx.load(str(path)), {"x": shape}))
     return [b.value for b in mod["main"].body.blocks[0].bindings if getattr(b.value.op, "name", "") == "relax.nn.conv2d"]
 
 
@@ -60,3 +60,33 @@ def test_one_axis_cropped_other_kept():
     (conv,) = _convs(torch.nn.Conv2d(8, 8, 3, padding=(2, 12), dilation=(2, 12)).eval(), (1, 8, 9, 9))
     assert [int(d) for d in conv.args[1].ty.shape.values] == [8, 8, 3, 1]
     assert [int(d) for d in conv.attrs.dilation] == [2, 1]
+
+
+@pytest.mark.parametrize("kernel, dilation", list(itertools.product((2, 3, 5), (2, 3, 6, 12))))
+def test_bands_match_brute_force(kernel, dilation):
+    for size, pad_lo, pad_hi in itertools.product((5, 9, 17, 33), (0, 2, 6, 12), (0, 3, 6, 12)):
+        out = size + pad_lo + pad_hi - dilation * (kernel - 1)
+        if out < 1:
+            continue
+        found = bands(size, kernel, dilation, pad_lo, pad_hi)
+        assert found[0][0] == 0 and found[-1][1] == out
+        assert all(prev[1] == nxt[0] for prev, nxt in zip(found, found[1:]))
+        for o0, o1, a, b in found:
+            for o in range(o0, o1):
+                live = [t for t in range(kernel) if 0 <= o - pad_lo + t * dilation < size]
+                assert (a, b) == ((live[0], live[-1]) if live else (kernel // 2, kernel // 2 - 1))
+
+
+def test_partially_live_rate_12_on_17x17_splits_into_nine_band_convs():
+    module = torch.nn.Conv2d(8, 8, 3, padding=12, dilation=12).eval()
+    convs = _convs(module, (1, 8, 17, 17), passes=(DropDeadTaps(), PartitionBorders()))
+    assert len(convs) == 9
+    assert all([int(p) for p in c.attrs.padding] == [0, 0, 0, 0] for c in convs)
+    macs = sum(int(np.prod([int(d) for d in c.args[1].ty.shape.values])) * int(np.prod(
+        [int(d) for d in c.ty.shape.values][2:])) for c in convs)
+    assert macs == 8 * 8 * 27 * 27  # (5*2 + 7*1 + 5*2)^2 live tap-outputs per channel pair, out of 9 * 17^2
+
+
+def test_small_saving_keeps_the_conv_whole():
+    module = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2).eval()
+    assert len(_convs(module, (1, 8, 17, 17), passes=(DropDeadTaps(), PartitionBorders()))) == 1
