@@ -49,7 +49,7 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
     lanes = vector_lanes(target)
     for name in packed:
         text = kernels[name].script()
-        weight = re.search(r"param_0_global: T.Buffer\(\((?:T.int64\((\d+)\), ){4}T.int64\((\d+)\)\)", text)
+        weight = re.search(r"\w+_global: T.Buffer\(\((?:T.int64\((\d+)\), ){4}T.int64\((\d+)\)\)", text)
         assert weight, name
         f_block = int(weight.group(2))
         assert f_block % lanes == 0, name
