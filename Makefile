@@ -9,7 +9,7 @@ TARGET ?= host
 PYTEST_ARGS ?=
 TRIALS ?= 64
 
-.PHONY: all run test venv sysdeps list clean help bench
+.PHONY: all run test venv sysdeps list clean help bench bench-layers
 all: run
 
 help:
@@ -17,6 +17,7 @@ help:
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make bench [MODELS=a,b]                                             zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
 
@@ -44,6 +45,10 @@ tune-%: venv
 MODELS ?=
 bench: venv
 	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
+
+# The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
+bench-layers: venv
+	$(BIN)/python -m pipeline.benchlayers --out BENCHMARKS.md
 
 list: venv
 	$(BIN)/atrous list models

@@ -1,0 +1,106 @@
+"""``make bench-layers``: the dilated convs of ASPP alone, with and without the dilation-aware rewrites.
+
+Each layer (a 3x3 conv at one rate on one feature map, as DeepLabV3 runs it at 257x257 input) is compiled twice,
+untuned: with every rewrite (dead taps dropped, border bands) and with none (the conv as stock TVM lowers it, with
+the same default schedules), then timed in interleaved rounds next to PyTorch and ONNX Runtime. Both builds are
+verified against PyTorch first. Appends a markdown table to BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from .benchsuite import _cpu_name, _rounds, _torch_run
+from .interface import CompileArgs, compile_model, require_ok, verify_model
+from .optimize import REWRITES, OptimizeOptions
+
+# (input channels, output channels, map size, rate): DeepLabV3 ASPP at output stride 16 (17x17, rates 6/12/18)
+# and 8 (33x33, rates doubled), on the MobileNetV2 (320) and ResNet-50 (2048, stride 16 only: seconds per run) heads
+LAYERS = ([(320, 256, 17, r) for r in (6, 12, 18)] + [(320, 256, 33, r) for r in (12, 24, 36)]
+          + [(2048, 256, 17, r) for r in (6, 12, 18)])
+
+
+def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int, root: Path) -> dict:
+    import torch
+
+    from . import source
+    from .reference import onnxruntime_session
+    from .runner import CompiledModel
+
+    rng = np.random.default_rng(0)
+    inputs = {"x": rng.standard_normal((1, c_in, size, size)).astype("float32")}
+
+    def factory():
+        torch.manual_seed(0)
+        return torch.nn.Conv2d(c_in, c_out, 3, padding=rate, dilation=rate).eval()
+
+    name = f"aspp-{c_in}-{size}-r{rate}"
+    builds = {"atrous": OptimizeOptions(), "no rewrites": OptimizeOptions(**{r: False for r in REWRITES})}
+    runners = {}
+    for label, options in builds.items():
+        src = source.from_torch(name, factory, inputs)
+        artifact = compile_model(CompileArgs(src, preset, root / label.replace(" ", "-"), options=options,
+                                             tuned=False))
+        require_ok(verify_model(artifact, preset, second_reference=False))
+        runners[label] = CompiledModel(artifact).runner(inputs)
+    threads = preset.target_dict().get("num-cores")
+    torch.set_num_threads(threads)
+    module, args = factory(), [torch.from_numpy(inputs["x"])]
+    session = onnxruntime_session(artifact.onnx, threads)
+    runners["pytorch"] = lambda: _torch_run(module, args)
+    runners["onnxruntime"] = lambda: session.run(None, inputs)
+    seconds = _rounds(runners, repeat)
+    return {"layer": f"{c_in}->{c_out}, {size}x{size}, rate {rate}", "gflop": 2 * c_in * c_out * 9 * size * size / 1e9,
+            "ms": {k: 1e3 * statistics.median(v) for k, v in seconds.items()}}
+
+
+COLUMNS = ("atrous", "no rewrites", "pytorch", "onnxruntime")
+
+
+def markdown(rows: list[dict], command: str, repeat: int) -> str:
+    import datetime
+
+    lines = [f"## Dilated ASPP convs alone, untuned, host CPU (`{command}`)", "",
+             f"{datetime.date.today().isoformat()}; {_cpu_name()}. Median of {repeat} interleaved rounds, "
+             "milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). `no rewrites` is the same "
+             "compiler with the dilation-aware passes off (TVM's own lowering of the dilated conv).", "",
+             "| layer | dense GFLOP | " + " | ".join(COLUMNS) + " | rewrites speed-up |",
+             "|---|---:|" + "---:|" * len(COLUMNS) + "---:|"]
+    for r in rows:
+        ort = r["ms"]["onnxruntime"]
+        cells = [f"{r['ms'][c]:.2f} ({ort / r['ms'][c]:.2f}x)" for c in COLUMNS]
+        lines.append(f"| {r['layer']} | {r['gflop']:.2f} | " + " | ".join(cells)
+                     + f" | {r['ms']['no rewrites'] / r['ms']['atrous']:.2f}x |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    import targets
+    from tqdm import tqdm
+
+    p = argparse.ArgumentParser(prog="python -m pipeline.benchlayers", description=__doc__.splitlines()[0])
+    p.add_argument("--target", default="host")
+    p.add_argument("--repeat", type=int, default=10)
+    p.add_argument("--build-dir", default="build/bench-layers")
+    p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    args = p.parse_args(argv)
+    preset = targets.get_target(args.target)
+    rows = []
+    for layer in tqdm(LAYERS, unit="layer"):
+        rows.append(bench_layer(*layer, preset, args.repeat, Path(args.build_dir)))
+        tqdm.write(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in rows[-1]["ms"].items()))
+    text = markdown(rows, "make bench-layers", args.repeat)
+    print(text)
+    if args.out:
+        with open(args.out, "a") as out:
+            out.write("\n" + text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
