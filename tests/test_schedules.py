@@ -57,11 +57,15 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
         assert "T.where" not in text, f"{name}: a bounds check inside the register tile"
 
 
-def test_register_tile_divides_rows_and_fills_vectors():
+def test_register_tile_divides_rows_fills_vectors_and_fits_the_register_file():
     from pipeline.schedules.packed_conv import register_tile
 
-    assert register_tile(33, 256, 8) == (3, 32)
+    for width, channels, lanes, registers in [(33, 256, 8, 16), (17, 256, 8, 16), (65, 24, 8, 16),
+                                              (129, 96, 8, 16), (24, 64, 8, 16), (33, 256, 16, 32)]:
+        pixels, block = register_tile(width, channels, lanes, registers)
+        vectors = block // lanes
+        assert width % pixels == 0 and channels % block == 0 and block % lanes == 0
+        assert pixels * vectors + vectors + 2 <= registers, (width, channels)
+    assert register_tile(24, 64, 8) == (6, 16)  # 12 accumulators + 2 weight vectors + a broadcast
     assert register_tile(17, 256, 8) == (1, 32)  # prime width: one pixel, four channel vectors
-    assert register_tile(24, 64, 8) == (6, 16)
-    assert register_tile(65, 24, 8) == (5, 8)  # 24 channels: one vector fits, two do not divide
     assert register_tile(33, 21, 8) is None  # 21 classes fill no vector: ConvLike handles it

@@ -25,7 +25,6 @@ from tvm.target import codegen
 
 from .cpu import _epilogue, _extent, _has_reads_padding, _is_reduction, _iter_kinds, _vectorize_inner
 
-ACCUMULATORS = 12  # vector registers given to the accumulator tile (x86 has 16, NEON 32; the rest for operands)
 MAX_X_TILE = 6
 MAX_F_VECTORS = 4
 MIN_IN_CHANNELS = 2  # depthwise convs (one input channel per output) vectorise rows instead (ConvLike)
@@ -63,18 +62,32 @@ def _weight_read(sch, block, f_var, rc_var, packable: set[str]):
     return None
 
 
-def register_tile(width: int, channels: int, lanes: int) -> tuple[int, int] | None:
+def register_tile(width: int, channels: int, lanes: int, registers: int = 16) -> tuple[int, int] | None:
     """(output pixels, output channels) of the accumulator tile, or None when channels do not fill a vector.
 
     The pixel count divides the row exactly: a bounds check inside the tile stops LLVM from keeping the
-    accumulators in registers (measured 5-9x slower on 17- and 33-wide rows). DeepLab's prime widths (17, 257)
-    get a one-pixel tile and more channel vectors instead, which keeps the FMA units fed from the weight loads.
+    accumulators in registers (measured 5-9x slower on 17- and 33-wide rows). The tile must fit the register file
+    with its operands: ``pixels x vectors`` accumulators, ``vectors`` weight loads and a broadcast input (x86
+    with AVX2 has 16 vector registers; a tile of 3 x 4 vectors spilled to the stack). Among the tiles that fit,
+    the one with the most FMAs per loaded value wins.
     """
-    x_tile = max(d for d in range(1, min(MAX_X_TILE, width) + 1) if width % d == 0)
-    for vectors in range(min(MAX_F_VECTORS, max(1, ACCUMULATORS // x_tile)), 0, -1):
-        if channels % (vectors * lanes) == 0:
-            return x_tile, vectors * lanes
-    return None
+    best = None
+    for vectors in range(1, MAX_F_VECTORS + 1):
+        if channels % (vectors * lanes):
+            continue
+        for pixels in range(1, min(MAX_X_TILE, width) + 1):
+            if width % pixels or pixels * vectors + vectors + 2 > registers:
+                continue
+            if best is None or pixels * vectors > best[0] * best[1] // lanes:
+                best = (pixels, vectors * lanes)
+    return best
+
+
+def vector_registers(target) -> int:
+    """Architectural vector registers: 32 with AVX-512 or on AArch64, else 16."""
+    if codegen.llvm_cpu_has_features("avx512f", target) or "aarch64" in str(target.attrs.get("mtriple", "")):
+        return 32
+    return 16
 
 
 class PackedConv(ScheduleRule):
@@ -89,11 +102,12 @@ class PackedConv(ScheduleRule):
         if len(reductions) != 1:
             return None
         try:
-            return self._schedule(sch, reductions[0], vector_lanes(target), _layout_free_names(func))
+            return self._schedule(sch, reductions[0], target, _layout_free_names(func))
         except s_tir.ScheduleError:
             return None
 
-    def _schedule(self, sch, main, lanes, packable):
+    def _schedule(self, sch, main, target, packable):
+        lanes = vector_lanes(target)
         kinds = _iter_kinds(sch, main)
         iter_vars = sch.get(main).iter_vars
         loops = sch.get_loops(main)
@@ -110,7 +124,7 @@ class PackedConv(ScheduleRule):
         width = _extent(sch, spatial[-1])
         if weight is None or not channels or not width or (in_channels or 0) < MIN_IN_CHANNELS:
             return None
-        tile = register_tile(width, channels, lanes)
+        tile = register_tile(width, channels, lanes, vector_registers(target))
         if tile is None:
             return None
         x_tile, lanes_f = tile
