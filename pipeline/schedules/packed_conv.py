@@ -8,9 +8,10 @@ ONNX Runtime and oneDNN do:
 * the weight is re-laid out once, at compile time, from ``O I kh kw`` to ``O/F I kh kw F`` (a layout-rewrite
   block that ``SplitLayoutRewritePreproc`` + ``FoldConstant`` turn into packed constants), so the ``F`` output
   channels of one tap are one contiguous vector load;
-* a register tile of ``X`` output pixels x ``F`` channels (``register_tile``) accumulates in a local buffer the
-  compiler keeps in registers; every input value is broadcast once and feeds ``F / lanes`` FMAs, every weight
-  vector ``X``;
+* a register tile of ``X`` output pixels x ``F`` channels (``register_tile``) accumulates in a local buffer meant
+  to live in registers; every input value is broadcast once and feeds ``F / lanes`` FMAs, every weight vector
+  ``X``. (Measured: on AVX2, LLVM still moves part of the tile through the stack, so these kernels reach 20-40
+  GFLOP/s on 2 cores, well below peak; fixing that is the next step.)
 * output rows (batch x channel blocks x rows) run in parallel; bias, activation and residual adds are applied as
   the tile is written back.
 
