@@ -89,18 +89,23 @@ def _has_root(sch) -> bool:
         return False
 
 
+def single_reduction(func, target):
+    """(schedule, block) for a CPU kernel with exactly one reduction block, else None: what the conv rules take."""
+    if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        return None
+    sch = s_tir.Schedule(func)
+    reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
+    return (sch, reductions[0]) if len(reductions) == 1 else None
+
+
 class ConvLike(ScheduleRule):
     """Register-tiled, row-vectorised, parallel schedule for the one reduction block of a fused kernel."""
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        found = single_reduction(func, target)
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        reductions = [b for b in blocks if _is_reduction(sch, b)]
-        if len(reductions) != 1:
-            return None
-        main = reductions[0]
+        sch, main = found
         try:
             return self._schedule(sch, main)
         except s_tir.ScheduleError:

@@ -24,7 +24,7 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import codegen
 
-from .cpu import _epilogue, _extent, _has_reads_padding, _is_reduction, _iter_kinds, _vectorize_inner
+from .cpu import _epilogue, _extent, _has_reads_padding, _iter_kinds, _vectorize_inner, single_reduction
 
 MAX_X_TILE = 6
 MAX_F_VECTORS = 4
@@ -95,15 +95,12 @@ class PackedConv(ScheduleRule):
     """Channel-vectorised, pixel-tiled, parallel schedule for convolutions over input channels."""
 
     def apply(self, func, target, tunable):
-        if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+        found = single_reduction(func, target)
+        if found is None:
             return None
-        sch = s_tir.Schedule(func)
-        blocks = sch.get_child_blocks(sch.get_sblock("root"))
-        reductions = [b for b in blocks if _is_reduction(sch, b)]
-        if len(reductions) != 1:
-            return None
+        sch, main = found
         try:
-            return self._schedule(sch, reductions[0], target, _layout_free_names(func))
+            return self._schedule(sch, main, target, _layout_free_names(func))
         except s_tir.ScheduleError:
             return None
 
