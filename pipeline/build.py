@@ -8,6 +8,7 @@ from pathlib import Path
 import tvm
 
 from .errors import ToolchainError
+from .signature import write_signature_source
 
 
 def linker_for(preset) -> str:
@@ -25,7 +26,12 @@ def build(mod: tvm.IRModule, preset):
     return tvm.compile(mod, target=preset.tvm_target())
 
 
-def export(executable, path: Path, preset) -> Path:
-    """Write the executable as a shared library linked by the preset's toolchain."""
-    executable.export_library(str(path), cc=linker_for(preset))
+def export(executable, path: Path, preset, signature: str) -> Path:
+    """Write the executable as a shared library linked by the preset's toolchain, carrying its ``signature``
+    (see pipeline/signature.py) for the on-device runtime."""
+    source = write_signature_source(signature, path.with_name("signature.cc"))
+    try:
+        executable.export_library(str(path), cc=linker_for(preset), addons=[str(source)])
+    finally:
+        source.unlink(missing_ok=True)
     return path

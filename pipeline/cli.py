@@ -30,6 +30,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--build-dir", default=None, help="root of build outputs (default: ./build)")
+    p.add_argument("--bundle", action="store_true",
+                   help="also package the model with the on-device runtime (build/<model>/<target>/bundle)")
     p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
     p.add_argument("--untuned", action="store_true", help="ignore tuning databases (default schedules only)")
 
@@ -54,6 +56,10 @@ def _compile(args):
     start = time.perf_counter()
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
                                          args.force, _options(args), tuned=not args.untuned))
+    if args.bundle or not preset.runs_here:  # the bundle is what goes to a device that is not this machine
+        from .bundle import make_bundle
+
+        make_bundle(artifact, preset.tolerance)
     return src, preset, artifact, time.perf_counter() - start
 
 
@@ -74,7 +80,17 @@ def cmd_compile(args) -> int:
     else:
         print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
         print(_tuning_line(meta))
+        _print_bundle(artifact)
     return 0
+
+
+def _print_bundle(artifact) -> None:
+    from .bundle import bundle_dir
+
+    tar = artifact.root / "bundle.tar.gz"
+    if bundle_dir(artifact).is_dir() and tar.is_file():
+        print(f"bundle: {bundle_dir(artifact)} ({tar.name}, {tar.stat().st_size / 1e6:.1f} MB): copy it to the "
+              "device and run ./run.sh there")
 
 
 def cmd_tune(args) -> int:
@@ -106,22 +122,29 @@ def cmd_verify(args) -> int:
     from .verify import report
 
     src, preset, artifact, _ = _compile(args)
-    result = verify_model(artifact, preset)
+    result = verify_model(artifact, preset, device=args.device)
     if args.json:
-        print(json.dumps({"model": src.name, "target": preset.name, "ok": result.ok,
+        print(json.dumps({"model": src.name, "target": preset.name, "device": result.device, "ok": result.ok,
                           "checks": _checks_json(result),
                           "notes": list(result.notes)}))
     else:
-        print(f"verify {src.name} on {preset.name} ({artifact.root})")
+        print(f"verify {src.name} on {preset.name}, run on {result.device} ({artifact.root})")
         print(report(result.checks, result.tolerance, result.notes))
     require_ok(result)
     return 0
+
+
+def _require_local(preset, job: str) -> None:
+    if not preset.runs_here:
+        raise AtrousError(f"'{job}' times the model on this machine, which cannot run '{preset.name}' natively "
+                          "(emulated timings mean nothing); run bundle/run.sh --repeat 20 on the device instead")
 
 
 def cmd_bench(args) -> int:
     from .bench import bench, table
 
     src, preset, artifact, _ = _compile(args)
+    _require_local(preset, "bench")
     threads = preset.target_dict().get("num-cores") or os.cpu_count()
     rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
     if args.json:
@@ -140,17 +163,39 @@ def cmd_run(args) -> int:
     from .verify import report
 
     src, preset, artifact, seconds = _compile(args)
-    result = verify_model(artifact, preset)
-    threads = preset.target_dict().get("num-cores") or os.cpu_count()
-    rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
+    result = verify_model(artifact, preset, device=args.device)
     print(f"== {src.name} ({src.description}) on {preset.name}")
     print(f"compiled in {seconds:.1f} s; artifact: {artifact.root}")
     print(_tuning_line(artifact.meta()))
-    print("-- verification")
+    _print_bundle(artifact)
+    print(f"-- verification (ran on {result.device})")
     print(report(result.checks, result.tolerance, result.notes))
-    print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
-    print(table(rows))
+    if preset.runs_here and not args.device:
+        threads = preset.target_dict().get("num-cores") or os.cpu_count()
+        rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
+        print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
+        print(table(rows))
+    else:
+        print("-- latency: not measured here (the model did not run natively on this machine); on the device: "
+              "bundle/run.sh --repeat 20")
     require_ok(result)
+    return 0
+
+
+def cmd_runtime(args) -> int:
+    from pathlib import Path
+
+    from .runtime_build import build_runtime
+
+    runtime = build_runtime(args.arch, Path(args.build_dir) if args.build_dir else None)
+    sizes = runtime.size_bytes()
+    if args.json:
+        print(json.dumps({"arch": runtime.arch, "root": str(runtime.root), "bytes": sizes}))
+        return 0
+    print(f"on-device runtime for {runtime.arch}: {runtime.root}")
+    for name, size in sizes.items():
+        print(f"  {name:<28} {size / 1e6:6.2f} MB")
+    print(f"  {'total':<28} {sum(sizes.values()) / 1e6:6.2f} MB")
     return 0
 
 
@@ -175,6 +220,10 @@ def parser() -> argparse.ArgumentParser:
         _add_compile_args(sp)
         if fn in (cmd_bench, cmd_run):
             sp.add_argument("--repeat", type=_positive, default=10, help="timed runs per runtime")
+        if fn in (cmd_verify, cmd_run):
+            sp.add_argument("--device", default=None, metavar="URL",
+                            help="where to run: ssh://user@host, rpc://host:port[/key], tracker://host:port/key "
+                                 "(default: this machine, or the target's emulator)")
         sp.set_defaults(func=fn)
     sp = sub.add_parser("tune", help="tune the model's kernels into the target's database (resumable)",
                         description="MetaSchedule tuning: each kernel gets up to --trials measured candidates; "
@@ -184,6 +233,13 @@ def parser() -> argparse.ArgumentParser:
     sp.add_argument("--trials", type=_non_negative, default=64,
                     help="trials per kernel (0: only report what the database holds)")
     sp.set_defaults(func=cmd_tune)
+    sp = sub.add_parser("runtime", help="build the on-device runtime library for an architecture",
+                        description="Build runtime/ (C API, atrous-run, atrous-rpc-server) with CMake against the "
+                        "TVM runtime of the pinned wheels, into <build-dir>/runtime/<arch>.")
+    sp.add_argument("--arch", default=None, help="x86_64 or aarch64 (default: this machine's)")
+    sp.add_argument("--build-dir", default=None, help="root of build outputs (default: ./build)")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_runtime)
     sp = sub.add_parser("list", help="list zoo models or device presets")
     sp.add_argument("what", choices=("models", "targets"))
     sp.add_argument("--json", action="store_true")

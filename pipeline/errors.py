@@ -42,6 +42,12 @@ class ToolchainError(AtrousError):
     """A compiler, emulator or library the target needs is not installed."""
 
 
+class DeviceError(AtrousError):
+    """A device that cannot be reached, or a run on it that failed (not a mismatch)."""
+
+    exit_code = 3
+
+
 class VerificationError(AtrousError):
     """The compiled model's outputs differ from the reference beyond tolerance."""
 

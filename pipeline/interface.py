@@ -21,7 +21,8 @@ from .export import export_onnx
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, apply_schedules, lower
 from .reference import onnxruntime_outputs, pytorch_outputs
-from .runner import CompiledModel
+from .device import parse_device, run_on_device
+from .signature import signature_text
 from .source import Source
 from .verify import OutputCheck, compare_all
 
@@ -110,12 +111,14 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         mod = lower(mod, preset.tvm_target(), options)
         tuned, total = tuned_task_count(mod, preset, options.database)
         mod = apply_schedules(mod, preset.tvm_target(), options)
-        export(build(mod, preset), stage.path / "model.so", preset)
         expected = reference_outputs(source, onnx_path)
+        inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())
+        outputs = tuple(art.TensorSpec.of(n, v) for n, v in expected.items())
+        export(build(mod, preset), stage.path / "model.so", preset,
+               signature_text(source.name, preset.name, inputs, outputs))
         _write_golden(stage.path, source.inputs, expected)
         meta = art.Meta(model=source.name, target=preset.name, target_json=target_json,
-                        inputs=tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items()),
-                        outputs=tuple(art.TensorSpec.of(n, v) for n, v in expected.items()),
+                        inputs=inputs, outputs=outputs,
                         reference=source.reference_kind, fingerprint=key, versions=versions(),
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
                         total_tasks=total)
@@ -136,20 +139,29 @@ class VerifyResult:
     checks: list[OutputCheck]
     tolerance: object
     notes: tuple[str, ...] = ()
+    device: str = "local"
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
 
-def verify_model(artifact: art.Artifact, preset, second_reference: bool = True) -> VerifyResult:
-    """Run the artifact on its golden inputs; compare with the stored reference and, for PyTorch-sourced models,
-    with ONNX Runtime on the exported graph as a second reference."""
+def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
+                 device: str | None = None) -> VerifyResult:
+    """Run the artifact on its golden inputs, on ``device`` (a ``--device`` string; None: this machine, or the
+    target's emulator), and compare with the stored reference and, for PyTorch-sourced models, with ONNX
+    Runtime on the exported graph as a second reference."""
     meta = artifact.meta()
     inputs, expected = artifact.load_golden()
-    actual = CompiledModel(artifact).run(inputs)
+    where = parse_device(device, preset)
+    actual = run_on_device(artifact, preset, where, inputs)
     checks = compare_all(actual, expected, preset.tolerance, meta.reference)
     notes = []
+    if where.emulated:
+        notes.append(f"ran emulated ({' '.join(preset.emulator[:1])}): this proves correctness only; "
+                     "emulated timings are not performance numbers")
+    elif where.kind != "local":
+        notes.append(f"ran on {where.label}")
     if second_reference and meta.reference != "onnxruntime":
         try:
             ort = onnxruntime_outputs(artifact.onnx, inputs)
@@ -157,7 +169,7 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True) 
             notes.append(f"second reference onnxruntime could not run this graph: {_first_line(err)}")
         else:
             checks += compare_all(actual, dict(zip(expected, ort.values())), preset.tolerance, "onnxruntime")
-    return VerifyResult(artifact, checks, preset.tolerance, tuple(notes))
+    return VerifyResult(artifact, checks, preset.tolerance, tuple(notes), where.label)
 
 
 def _first_line(err: Exception) -> str:

@@ -1,6 +1,7 @@
 """ARM CPU boards (aarch64 Linux): cross-compiled here with aarch64-linux-gnu-g++, run under qemu or on the board.
 
-Planned: listed so the format is fixed, refused by ``compile`` until the ARM/runtime issue lands.
+The sysroot of Debian's cross toolchain (/usr/aarch64-linux-gnu) is what qemu-user loads the board's C and C++
+libraries from, so the emulator needs the toolchain package as well as qemu.
 """
 
 from __future__ import annotations
@@ -8,7 +9,9 @@ from __future__ import annotations
 from .preset import DevicePreset
 
 CROSS = dict(runtime_arch="aarch64", cross_compiler="aarch64-linux-gnu-g++",
-             toolchain_packages=("g++-aarch64-linux-gnu",), runs_here=False, status="planned")
+             toolchain_packages=("g++-aarch64-linux-gnu",), runs_here=False,
+             emulator=("qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"),
+             emulator_packages=("qemu-user", "g++-aarch64-linux-gnu"))
 
 
 def _cpu(mcpu: str, cores: int, mattr: tuple[str, ...] = ("+neon",)) -> dict:

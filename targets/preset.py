@@ -34,7 +34,8 @@ class DevicePreset:
     machine, like ``host``); ``host`` is the host-side target dict for GPU presets. ``cross_compiler`` is the C++
     compiler that links the model library (None: the system ``c++``); ``toolchain_packages`` names the Debian
     packages that provide it. ``runs_here`` says whether artifacts run on this machine without an emulator or
-    device. ``status`` is "works" or "planned" (listed, but refused until its issue lands).
+    device; ``emulator`` is the command prefix that runs the device's binaries here (qemu), with the Debian
+    packages that provide it in ``emulator_packages``. ``status`` is "works" or "planned" (listed, but refused until its issue lands).
     """
 
     name: str
@@ -47,6 +48,8 @@ class DevicePreset:
     cross_compiler: str | None = None
     toolchain_packages: tuple[str, ...] = ()
     runs_here: bool = True
+    emulator: tuple[str, ...] = ()
+    emulator_packages: tuple[str, ...] = ()
     tolerance: Tolerance = field(default_factory=Tolerance)
     status: str = "works"
 

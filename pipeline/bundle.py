@@ -1,0 +1,114 @@
+"""Stage: package a compiled model with the on-device runtime, golden data and a check script.
+
+    build/<model>/<device>/bundle/          (and bundle.tar.gz beside it, unpacking to <model>-<device>/)
+        model.so                            the compiled model (carries its signature)
+        bin/atrous-run  bin/atrous-rpc-server
+        lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_ffi.so
+        golden/input0.npy ...               seeded inputs, in call order
+        golden/expected0.npy ...            PyTorch's outputs for them, in return order
+        run.sh                              runs the model on the golden inputs and checks it (exit 1 on mismatch)
+        README.txt                          what it is and how to run it
+
+Nothing on the board needs Python or a compiler. A bundle is rebuilt when the model or the runtime changes.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+from . import artifact as art
+from .runtime_build import RuntimeBuild, build_runtime
+
+STAMP = ".stamp"
+
+
+def bundle_dir(artifact: art.Artifact) -> Path:
+    return artifact.root / "bundle"
+
+
+def golden_files(meta: art.Meta) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """((input name, relative path), ...), ((output name, relative path), ...) inside a bundle."""
+    return ([(s.name, f"golden/input{i}.npy") for i, s in enumerate(meta.inputs)],
+            [(s.name, f"golden/expected{i}.npy") for i, s in enumerate(meta.outputs)])
+
+
+def run_script(meta: art.Meta, tolerance) -> str:
+    inputs, expected = golden_files(meta)
+    args = [f"--input {shlex.quote(f'{n}={p}')}" for n, p in inputs]
+    args += [f"--expect {shlex.quote(f'{n}={p}')}" for n, p in expected]
+    return "\n".join([
+        "#!/bin/sh",
+        f"# {meta.model} compiled for {meta.target}: run it on the golden inputs and compare with PyTorch.",
+        "# Usage: ./run.sh [--repeat N] [--threads N]     (more arguments are passed to bin/atrous-run)",
+        "# Exit status: 0 outputs match, 1 outputs differ beyond tolerance, 2 bad input, 3 the run failed.",
+        "set -eu",
+        'cd "$(dirname "$0")"',
+        "exec ./bin/atrous-run model.so \\",
+        *(f"    {a} \\" for a in args),
+        f"    --rel-l2 {tolerance.rel_l2:g} --max-abs {tolerance.max_abs:g} \"$@\"",
+        "",
+    ])
+
+
+def readme(meta: art.Meta, runtime: RuntimeBuild) -> str:
+    sizes = runtime.size_bytes()
+    lines = [f"{meta.model} for {meta.target} ({runtime.arch}), built by atrous.", "",
+             "Run on the device (no Python or compiler needed there):", "",
+             "    ./run.sh              # checks the outputs against PyTorch's",
+             "    ./run.sh --repeat 20  # and prints latency", "",
+             "Use the model from your own program through the C API in include/atrous/atrous.h (link",
+             "lib/libatrous_runtime.so), or run it on your data:", "",
+             "    bin/atrous-run model.so --info",
+             "    bin/atrous-run model.so --input x.npy --output y.npy", "",
+             "Serve it to a TVM RPC client or tracker (remote measurement and tuning):", "",
+             "    bin/atrous-rpc-server --port 9090 [--tracker HOST:9190 --key " + meta.target + "]", "",
+             "Inputs / outputs:"]
+    lines += [f"    input  {s.name}: {s.dtype}{list(s.shape)}" for s in meta.inputs]
+    lines += [f"    output {s.name}: {s.dtype}{list(s.shape)}" for s in meta.outputs]
+    lines += ["", "Runtime files:"] + [f"    {name:<28} {size / 1e6:6.2f} MB" for name, size in sizes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def make_bundle(artifact: art.Artifact, tolerance, runtime: RuntimeBuild | None = None) -> Path:
+    """Build (or reuse) ``artifact``'s bundle and its ``bundle.tar.gz``; returns the bundle directory."""
+    meta = artifact.meta()
+    arch = meta.target_json.get("mtriple", "").split("-")[0] or None
+    runtime = runtime or build_runtime(arch, artifact.root.parent.parent)
+    final = bundle_dir(artifact)
+    stamp = f"{meta.fingerprint} {(runtime.root / 'stamp').read_text()} {tolerance}"
+    if (final / STAMP).is_file() and (final / STAMP).read_text() == stamp:
+        return final
+    with art.staged(final) as stage:
+        root = stage.path
+        shutil.copy2(artifact.library, root / "model.so")
+        for sub in ("bin", "lib", "include"):
+            shutil.copytree(runtime.root / sub, root / sub, symlinks=True)
+        (root / "golden").mkdir()
+        inputs, expected = artifact.load_golden()
+        names_in, names_out = golden_files(meta)
+        for (name, rel), values in ((p, inputs) for p in names_in):
+            np.save(root / rel, values[name])
+        for (name, rel), values in ((p, expected) for p in names_out):
+            np.save(root / rel, values[name])
+        (root / "run.sh").write_text(run_script(meta, tolerance))
+        (root / "run.sh").chmod(0o755)
+        (root / "README.txt").write_text(readme(meta, runtime))
+        (root / STAMP).write_text(stamp)
+        stage.commit()
+    _tar(final, artifact.root / "bundle.tar.gz", f"{meta.model}-{meta.target}")
+    return final
+
+
+def _tar(directory: Path, path: Path, top: str) -> Path:
+    partial = path.with_name(f".{path.name}.partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        for item in sorted(directory.rglob("*")):
+            if item.name != STAMP:
+                tar.add(item, arcname=f"{top}/{item.relative_to(directory)}", recursive=False)
+    partial.rename(path)
+    return path

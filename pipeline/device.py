@@ -1,0 +1,173 @@
+"""Stage: run a compiled model where its device is, and bring the outputs back.
+
+Where is a ``--device`` string, or nothing:
+
+    (none)                    this machine if the target runs here, else the target's emulator (qemu-aarch64)
+    ssh://user@host[:port]    a board over ssh: the bundle is copied to a temporary directory there and run
+    rpc://host:port[/key]     an atrous-rpc-server (or TVM's rpc_server) on the board, through TVM's RPC client
+    tracker://host:port/key   a board registered with a TVM RPC tracker under ``key``
+
+Emulated runs prove correctness only: their timings are labelled as such and never reported as performance.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import numpy as np
+
+from . import artifact as art
+from .bundle import golden_files, make_bundle
+from .errors import AtrousError, DeviceError, ToolchainError
+
+CONNECT_TIMEOUT_S = 10
+RUN_TIMEOUT_S = 1800
+
+
+@dataclass(frozen=True)
+class Device:
+    kind: str  # local | emulator | ssh | rpc | tracker
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    key: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.kind in ("local", "emulator"):
+            return self.kind
+        return f"{self.kind}://{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+    @property
+    def emulated(self) -> bool:
+        return self.kind == "emulator"
+
+
+def parse_device(spec: str | None, preset) -> Device:
+    """The device a ``--device`` string names (None: this machine or the preset's emulator)."""
+    if not spec:
+        if preset.runs_here:
+            return Device("local")
+        if not preset.emulator:
+            raise DeviceError(f"target '{preset.name}' does not run on this machine and has no emulator; "
+                              "pass --device ssh://user@host or rpc://host:port")
+        return Device("emulator")
+    url = urlparse(spec)
+    defaults = {"ssh": 22, "rpc": 9090, "tracker": 9190}
+    if url.scheme not in defaults or not url.hostname:
+        raise AtrousError(f"bad --device '{spec}'; use ssh://user@host[:port], rpc://host:port[/key] or "
+                          "tracker://host:port/key")
+    key = url.path.strip("/")
+    if url.scheme == "tracker" and not key:
+        raise AtrousError(f"--device {spec}: a tracker device needs its key (tracker://host:port/KEY)")
+    return Device(url.scheme, url.hostname, url.port or defaults[url.scheme], url.username or "", key)
+
+
+def run_on_device(artifact: art.Artifact, preset, device: Device, inputs: dict) -> dict[str, np.ndarray]:
+    """Run ``artifact`` once on ``inputs`` (name -> array) on ``device``; its outputs by name."""
+    if device.kind == "local":
+        from .runner import CompiledModel
+
+        return CompiledModel(artifact).run(inputs)
+    if device.kind in ("rpc", "tracker"):
+        from .rpc import run_over_rpc
+
+        return run_over_rpc(artifact, device, inputs)[0]
+    bundle = make_bundle(artifact, preset.tolerance)
+    if device.kind == "emulator":
+        return _run_emulated(bundle, artifact.meta(), preset, inputs)
+    return _run_ssh(bundle, artifact.meta(), device, inputs)
+
+
+def emulator_command(preset) -> list[str]:
+    """The emulator prefix, after checking it and its sysroot are installed."""
+    tool = preset.emulator[0]
+    packages = " ".join(preset.emulator_packages)
+    if shutil.which(tool) is None:
+        raise ToolchainError(f"running '{preset.name}' binaries here needs '{tool}'; install it with: "
+                             f"sudo apt-get install {packages}")
+    for flag, value in zip(preset.emulator, preset.emulator[1:]):
+        if flag == "-L" and not Path(value).is_dir():
+            raise ToolchainError(f"the emulator needs the target's libraries in {value}; install them with: "
+                                 f"sudo apt-get install {packages}")
+    return list(preset.emulator)
+
+
+def _runner_args(meta: art.Meta, inputs: dict, work: Path) -> list[str]:
+    args = []
+    for i, spec in enumerate(meta.inputs):
+        np.save(work / f"input{i}.npy", np.ascontiguousarray(inputs[spec.name]))
+        args += ["--input", f"{spec.name}={work / f'input{i}.npy'}"]
+    return args + ["--output-dir", str(work)]
+
+
+def _read_outputs(meta: art.Meta, work: Path) -> dict[str, np.ndarray]:
+    return {s.name: np.load(work / f"output{i}.npy") for i, s in enumerate(meta.outputs)}
+
+
+def _check(done: subprocess.CompletedProcess, where: str) -> None:
+    if done.returncode != 0:
+        text = (done.stderr.strip() or done.stdout.strip() or f"exit status {done.returncode}").splitlines()
+        raise DeviceError(f"the model failed on {where}: {text[-1]}")
+
+
+def _run_emulated(bundle: Path, meta: art.Meta, preset, inputs: dict) -> dict[str, np.ndarray]:
+    with tempfile.TemporaryDirectory(prefix="atrous-emu-") as tmp:
+        work = Path(tmp)
+        command = emulator_command(preset) + [str(bundle / "bin" / "atrous-run"), str(bundle / "model.so")]
+        done = subprocess.run(command + _runner_args(meta, inputs, work), capture_output=True, text=True,
+                              timeout=RUN_TIMEOUT_S)
+        _check(done, f"{preset.emulator[0]} (emulated {preset.name})")
+        return _read_outputs(meta, work)
+
+
+def _ssh_base(device: Device) -> list[str]:
+    return ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={CONNECT_TIMEOUT_S}", "-p", str(device.port)]
+
+
+def _run_ssh(bundle: Path, meta: art.Meta, device: Device, inputs: dict) -> dict[str, np.ndarray]:
+    for tool in ("ssh", "scp"):
+        if shutil.which(tool) is None:
+            raise ToolchainError(f"--device ssh:// needs '{tool}'; install it with: sudo apt-get install "
+                                 "openssh-client")
+    target = f"{device.user + '@' if device.user else ''}{device.host}"
+    ssh = ["ssh", *_ssh_base(device), target]
+    made = subprocess.run(ssh + ["mktemp -d /tmp/atrous-XXXXXX"], capture_output=True, text=True,
+                          timeout=CONNECT_TIMEOUT_S * 3)
+    if made.returncode != 0:
+        raise DeviceError(f"cannot reach {device.label} over ssh: {made.stderr.strip() or 'ssh failed'}; check "
+                          "the address and that key-based login works (ssh-copy-id)")
+    remote = made.stdout.strip()
+    try:
+        with tempfile.TemporaryDirectory(prefix="atrous-ssh-") as tmp:
+            work = Path(tmp)
+            args = _runner_args(meta, inputs, work)
+            scp = ["scp", "-q", "-r", "-o", "BatchMode=yes", "-P", str(device.port)]
+            _check(subprocess.run(scp + [str(bundle), *map(str, work.glob("input*.npy")), f"{target}:{remote}/"],
+                                  capture_output=True, text=True), f"{device.label} (copying the bundle)")
+            remote_args = [a.replace(str(work), remote) for a in args[:-1]] + [remote]
+            run = f"{remote}/bundle/bin/atrous-run {remote}/bundle/model.so " + " ".join(map(shlex.quote,
+                                                                                               remote_args))
+            _check(subprocess.run(ssh + [run], capture_output=True, text=True, timeout=RUN_TIMEOUT_S),
+                   device.label)
+            outputs = [f"{target}:{remote}/output{i}.npy" for i in range(len(meta.outputs))]
+            _check(subprocess.run(scp + outputs + [str(work)], capture_output=True, text=True),
+                   f"{device.label} (fetching outputs)")
+            return _read_outputs(meta, work)
+    finally:
+        subprocess.run(ssh + [f"rm -rf {shlex.quote(remote)}"], capture_output=True, timeout=CONNECT_TIMEOUT_S * 3)
+
+
+def check_reachable(host: str, port: int, what: str, fix: str) -> None:
+    """Fail fast, with the fix, when nothing listens at host:port (TVM's client would retry for minutes)."""
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise DeviceError(f"cannot reach {what} at {host}:{port} ({err}); {fix}") from None

@@ -1,0 +1,75 @@
+"""Stage: run a compiled model on a board through TVM's RPC (an atrous-rpc-server, or TVM's own server).
+
+The model library is uploaded to the server's session directory, loaded there, and driven through the Relax VM
+from here; inputs and outputs cross the connection as tensors.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import artifact as art
+from .device import CONNECT_TIMEOUT_S, RUN_TIMEOUT_S, Device, check_reachable
+from .errors import DeviceError
+from .runner import check_inputs
+
+
+def connect(device: Device):
+    """An RPC session to ``device`` (rpc:// or tracker://); raises DeviceError with the fix if unreachable."""
+    from tvm import rpc
+
+    if device.kind == "rpc":
+        check_reachable(device.host, device.port, "the RPC server",
+                        f"start it on the device (bundle/bin/atrous-rpc-server --port {device.port}) and check "
+                        "the address")
+        try:
+            return rpc.connect(device.host, device.port, key=device.key, session_timeout=RUN_TIMEOUT_S)
+        except Exception as err:
+            raise DeviceError(f"RPC handshake with {device.label} failed: {_first_line(err)} "
+                              "(a wrong key, or not a TVM RPC server)") from None
+    check_reachable(device.host, device.port, "the RPC tracker",
+                    f"start one (python -m tvm.exec.rpc_tracker --port {device.port}) and check the address")
+    tracker = rpc.connect_tracker(device.host, device.port)
+    summary = tracker.summary()
+    keys = {q.get("key") for q in summary.get("queue_info", {}).values()} | set(summary.get("queue_info", {}))
+    if device.key not in keys:
+        raise DeviceError(f"the tracker at {device.host}:{device.port} has no device with key '{device.key}' "
+                          f"(keys: {', '.join(sorted(k for k in keys if k)) or 'none'}); start "
+                          f"atrous-rpc-server --tracker {device.host}:{device.port} --key {device.key} on the board")
+    return tracker.request(device.key, session_timeout=RUN_TIMEOUT_S, max_retry=3)
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,
+                 repeat: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:
+    """Outputs of one run on the remote device, and ``repeat`` per-run times in seconds measured there."""
+    import tvm
+    from tvm import relax
+
+    meta = artifact.meta()
+    ordered = check_inputs(meta, inputs)
+    session = connect(device)
+    try:
+        session.upload(str(artifact.library), "model.so")
+        module = session.load_module("model.so")
+    except Exception as err:
+        raise DeviceError(f"{device.label} could not load {artifact.library}: {_first_line(err)} (is the model "
+                          f"compiled for that device's architecture? it targets {meta.target})") from None
+    dev = session.cpu(0)
+    vm = relax.VirtualMachine(module, dev)
+    args = [tvm.runtime.tensor(a, dev) for a in ordered]
+    result = vm["main"](*args)
+    values = [result] if hasattr(result, "numpy") else list(result)
+    outputs = {s.name: v.numpy() for s, v in zip(meta.outputs, values)}
+    seconds = []
+    if repeat:
+        timer = vm.time_evaluator("main", dev, number=1, repeat=repeat, min_repeat_ms=0)
+        seconds = list(timer(*args).results)
+    return outputs, seconds
+
+
+__all__ = ["CONNECT_TIMEOUT_S", "connect", "run_over_rpc"]

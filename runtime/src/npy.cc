@@ -1,0 +1,141 @@
+#include "npy.h"
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+namespace atrous {
+namespace {
+
+// numpy descr <-> name, little-endian only (every target we build for is little-endian).
+const std::pair<const char*, const char*> kDescr[] = {
+    {"<f4", "float32"}, {"<f8", "float64"}, {"<f2", "float16"}, {"|i1", "int8"}, {"<i2", "int16"},
+    {"<i4", "int32"},   {"<i8", "int64"},   {"|u1", "uint8"},   {"|b1", "bool"}};
+
+std::string NameOf(const std::string& descr) {
+  for (const auto& [d, name] : kDescr) {
+    if (descr == d) return name;
+  }
+  return "";
+}
+
+std::string DescrOf(const std::string& name) {
+  for (const auto& [d, n] : kDescr) {
+    if (name == n) return d;
+  }
+  return "";
+}
+
+// The value of 'key' in the header dict, as raw text up to the next top-level comma or brace.
+std::string Field(const std::string& header, const std::string& key) {
+  size_t at = header.find("'" + key + "'");
+  if (at == std::string::npos) return "";
+  at = header.find(':', at);
+  if (at == std::string::npos) return "";
+  size_t end = header.find(key == "shape" ? ')' : ',', at);
+  if (end == std::string::npos) return "";
+  return header.substr(at + 1, end - at - (key == "shape" ? 0 : 1));
+}
+
+std::string Trim(const std::string& text, const char* chars = " '\"()") {
+  size_t b = text.find_first_not_of(chars), e = text.find_last_not_of(chars);
+  return b == std::string::npos ? "" : text.substr(b, e - b + 1);
+}
+
+}  // namespace
+
+size_t ItemSize(const std::string& dtype) {
+  std::string descr = DescrOf(dtype);
+  return descr.empty() ? 0 : static_cast<size_t>(std::stoi(descr.substr(2)));
+}
+
+bool ReadNpy(const std::string& path, NpyArray* out, std::string* problem) {
+  std::ifstream file(path, std::ios::binary);
+  if (!file) return *problem = "cannot open " + path, false;
+  char magic[8];
+  if (!file.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) {
+    return *problem = path + " is not a .npy file (save arrays with numpy.save)", false;
+  }
+  uint32_t header_len = 0;
+  unsigned char len_bytes[4] = {0, 0, 0, 0};
+  int width = magic[6] == 1 ? 2 : 4;
+  if (!file.read(reinterpret_cast<char*>(len_bytes), width)) return *problem = path + ": truncated header", false;
+  for (int i = width - 1; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
+  std::string header(header_len, '\0');
+  if (!file.read(header.data(), header_len)) return *problem = path + ": truncated header", false;
+  out->dtype = NameOf(Trim(Field(header, "descr")));
+  if (out->dtype.empty()) {
+    return *problem = path + ": unsupported dtype " + Trim(Field(header, "descr")) +
+                      " (little-endian float16/32/64, int8-64, uint8, bool)", false;
+  }
+  if (Trim(Field(header, "fortran_order")) != "False") {
+    return *problem = path + ": Fortran-ordered array; save a C-contiguous one (numpy.ascontiguousarray)", false;
+  }
+  out->shape.clear();
+  std::istringstream dims(Trim(Field(header, "shape")));
+  std::string dim;
+  size_t count = 1;
+  while (std::getline(dims, dim, ',')) {
+    dim = Trim(dim, " ");
+    if (dim.empty()) continue;
+    out->shape.push_back(std::stoll(dim));
+    count *= static_cast<size_t>(out->shape.back());
+  }
+  out->data.resize(count * ItemSize(out->dtype));
+  if (!file.read(out->data.data(), static_cast<std::streamsize>(out->data.size()))) {
+    return *problem = path + ": file shorter than its shape says", false;
+  }
+  return true;
+}
+
+bool WriteNpy(const std::string& path, const NpyArray& array, std::string* problem) {
+  std::string descr = DescrOf(array.dtype);
+  if (descr.empty()) return *problem = "cannot write dtype " + array.dtype + " to .npy", false;
+  std::string shape = "(";
+  for (size_t i = 0; i < array.shape.size(); ++i) shape += std::to_string(array.shape[i]) + ", ";
+  if (array.shape.size() > 1) shape.resize(shape.size() - 2);
+  else if (array.shape.size() == 1) shape.resize(shape.size() - 1);
+  shape += ")";
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
+  size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream file(path, std::ios::binary);
+  if (!file) return *problem = "cannot write " + path, false;
+  uint16_t len = static_cast<uint16_t>(header.size());
+  file.write("\x93NUMPY\x01\x00", 8);
+  char len_bytes[2] = {static_cast<char>(len & 0xff), static_cast<char>(len >> 8)};
+  file.write(len_bytes, 2);
+  file << header;
+  file.write(array.data.data(), static_cast<std::streamsize>(array.data.size()));
+  if (!file) return *problem = "failed writing " + path, false;
+  return true;
+}
+
+double ElementAsDouble(const NpyArray& a, size_t i) {
+  const char* p = a.data.data() + i * ItemSize(a.dtype);
+  auto get = [p](auto v) {
+    std::memcpy(&v, p, sizeof(v));
+    return static_cast<double>(v);
+  };
+  if (a.dtype == "float32") return get(float{});
+  if (a.dtype == "float64") return get(double{});
+  if (a.dtype == "int8") return get(int8_t{});
+  if (a.dtype == "int16") return get(int16_t{});
+  if (a.dtype == "int32") return get(int32_t{});
+  if (a.dtype == "int64") return get(int64_t{});
+  if (a.dtype == "uint8" || a.dtype == "bool") return get(uint8_t{});
+  if (a.dtype == "float16") {
+    uint16_t h;
+    std::memcpy(&h, p, 2);
+    int exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
+    double v = exp == 0 ? mant / 1024.0 / 16384.0 : exp == 31 ? (mant ? NAN : INFINITY)
+                                                      : (1 + mant / 1024.0) * std::ldexp(1.0, exp - 15);
+    return (h & 0x8000) ? -v : v;
+  }
+  return NAN;
+}
+
+}  // namespace atrous
