@@ -9,7 +9,10 @@ TARGET ?= host
 PYTEST_ARGS ?=
 TRIALS ?= 64
 
-.PHONY: all run test venv sysdeps list clean help bench bench-layers
+ARM_DEVICES := rpi4 rpi5 jetson-orin-cpu aarch64
+DEVICE ?=
+
+.PHONY: all run test venv sysdeps list clean help bench bench-layers $(ARM_DEVICES) runtime-host runtime-aarch64
 all: run
 
 help:
@@ -18,13 +21,24 @@ help:
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make bench [MODELS=a,b]                                             zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
+	@echo "make rpi4|rpi5|jetson-orin-cpu|aarch64 [MODEL=...] [DEVICE=ssh://pi@host]  cross-compile, bundle, verify"
+	@echo "make runtime-host | runtime-aarch64                                 build the on-device runtime library"
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
 
-# Debian packages the host target needs (a C++ compiler links model libraries).
+# Debian packages: a C++ compiler links model libraries, CMake builds the on-device runtime, and the aarch64
+# cross compiler plus qemu-user build and run ARM targets here (tests verify every zoo model under qemu);
+# ssh copies bundles to boards.
+SYSDEPS := c++:g++ cmake:cmake aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user file:file \
+           ssh:openssh-client
 sysdeps:
-	@command -v c++ >/dev/null || { echo "installing g++ (apt-get)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ >/dev/null; }
+	@missing=""; for pair in $(SYSDEPS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
+	    echo "missing Debian packages:$$missing (install them as root: apt-get install$$missing)"; exit 1; fi; \
+	  sudo=$$( [ "$$(id -u)" = 0 ] || echo sudo ); echo "installing$$missing (apt-get)"; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq$$missing >/dev/null; \
+	fi
 
 $(STAMP): requirements.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +63,16 @@ bench: venv
 # The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
 bench-layers: venv
 	$(BIN)/python -m pipeline.benchlayers --out BENCHMARKS.md
+
+# ARM boards: cross-compile, package build/<model>/<device>/bundle, and verify under qemu (or on DEVICE).
+$(ARM_DEVICES): venv
+	$(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE))
+
+runtime-host: venv
+	$(BIN)/atrous runtime
+
+runtime-aarch64: venv
+	$(BIN)/atrous runtime --arch aarch64
 
 list: venv
 	$(BIN)/atrous list models

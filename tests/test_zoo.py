@@ -1,5 +1,6 @@
-"""Every zoo model at its tiny preset, end to end on the host: export, import, optimize, build, run, and compare
-with PyTorch (and ONNX Runtime as a second reference) within the host preset's explicit tolerance."""
+"""Every zoo model at its tiny preset, end to end on the host and cross-compiled for a Raspberry Pi 4 (run under
+qemu-aarch64 with the aarch64 runtime): export, import, optimize, build, run, and compare with PyTorch (and ONNX
+Runtime as a second reference) within the preset's explicit tolerance."""
 
 import json
 
@@ -25,6 +26,20 @@ def test_tiny_model_compiles_and_matches_pytorch(name, host, build_root):
     assert {c.name for c in result.checks} == {o.name for o in meta.outputs} == set(MODELS[name].presets["tiny"].outputs)
     for check in result.checks:
         assert check.rel_l2 < host.tolerance.rel_l2 and check.max_abs < host.tolerance.max_abs, check
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_tiny_model_cross_compiles_for_rpi4_and_matches_pytorch_under_qemu(name, build_root):
+    import targets
+
+    rpi4 = targets.get_target("rpi4")
+    artifact = compile_model(CompileArgs(source.from_zoo(name, "tiny"), rpi4, build_root))
+    result = verify_model(artifact, rpi4)
+    print(report(result.checks, result.tolerance, result.notes))
+    assert result.ok and result.device == "emulator"
+    for check in result.checks:
+        assert check.rel_l2 < 1e-5, check
 
 
 def test_list_models_shows_every_model_and_preset_with_sizes(capsys):

@@ -1,0 +1,293 @@
+"""The on-device runtime library (runtime/): its C API, the runner, bundles, and the RPC server, on this machine
+and on aarch64 under qemu, with the errors a user meets (wrong file, wrong architecture, wrong shape,
+unreachable device, missing tools)."""
+
+import os
+import socket
+import subprocess
+import tarfile
+import time
+
+import numpy as np
+import pytest
+import torch
+
+import targets
+from pipeline import errors, source
+from pipeline.bundle import make_bundle
+from pipeline.device import parse_device
+from pipeline.interface import CompileArgs, compile_model, verify_model
+from pipeline.rpc import run_over_rpc
+from pipeline.runtime_build import build_runtime, host_arch
+
+QEMU = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]
+
+
+class TwoInTwoOut(torch.nn.Module):
+    """Two inputs and two outputs, so names and order through the C API matter."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 6, 3, padding=2, dilation=2)
+
+    def forward(self, image, scale):
+        features = torch.relu(self.conv(image))
+        return features * scale, features.mean(dim=(2, 3))
+
+
+@pytest.fixture(scope="module")
+def model_source():
+    torch.manual_seed(3)
+    module = TwoInTwoOut().eval()
+    rng = np.random.default_rng(3)
+    inputs = {"image": rng.standard_normal((1, 3, 12, 12)).astype("float32"),
+              "scale": rng.standard_normal((1, 6, 1, 1)).astype("float32")}
+    return source.from_torch("two", lambda: module, inputs, ("scaled", "pooled"))
+
+
+@pytest.fixture(scope="module")
+def host_runtime(build_root):
+    return build_runtime(host_arch(), build_root)
+
+
+@pytest.fixture(scope="module")
+def arm_runtime(build_root):
+    return build_runtime("aarch64", build_root)
+
+
+@pytest.fixture(scope="module")
+def host_model(model_source, build_root):
+    return compile_model(CompileArgs(model_source, targets.get_target("host"), build_root, tuned=False))
+
+
+@pytest.fixture(scope="module")
+def arm_model(model_source, build_root):
+    return compile_model(CompileArgs(model_source, targets.get_target("rpi4"), build_root))
+
+
+def _run(command, **kwargs):
+    return subprocess.run([str(c) for c in command], capture_output=True, text=True, timeout=600, **kwargs)
+
+
+def _save_inputs(artifact, directory):
+    inputs, expected = artifact.load_golden()
+    for name, value in {**inputs, **expected}.items():
+        np.save(directory / f"{name}.npy", value)
+    return inputs, expected
+
+
+def test_runtime_builds_for_both_architectures_with_the_wheels_runtime(host_runtime, arm_runtime):
+    for runtime, machine in ((host_runtime, "x86-64" if host_arch() == "x86_64" else "aarch64"),
+                             (arm_runtime, "aarch64")):
+        sizes = runtime.size_bytes()
+        assert set(sizes) == {"bin/atrous-run", "bin/atrous-rpc-server", "lib/libatrous_runtime.so",
+                              "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"}
+        print(runtime.arch, {k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()})
+        for path in (runtime.runner, runtime.rpc_server, runtime.lib / "libtvm_runtime.so"):
+            header = _run(["file", "-L", path]).stdout if os.path.exists("/usr/bin/file") else ""
+            assert not header or machine.replace("-", "") in header.replace("-", "").lower(), header
+        needed = _run(["readelf", "-d", runtime.runner]).stdout
+        assert "libtvm_runtime.so" in needed and "$ORIGIN" in needed  # found through RPATH, no LD_LIBRARY_PATH
+    assert build_runtime("aarch64", arm_runtime.root.parent.parent).root == arm_runtime.root  # reused
+
+
+def test_runner_info_run_check_and_timing_on_the_host(host_model, host_runtime, tmp_path):
+    inputs, expected = _save_inputs(host_model, tmp_path)
+    library = host_model.library
+    info = _run([host_runtime.runner, library, "--info"])
+    assert info.returncode == 0, info.stderr
+    assert "input  image            float32[1, 3, 12, 12]" in info.stdout
+    assert "output pooled           float32[1, 6]" in info.stdout
+    done = _run([host_runtime.runner, library, "--input", f"scale={tmp_path / 'scale.npy'}",
+                 "--input", f"image={tmp_path / 'image.npy'}", "--expect", f"scaled={tmp_path / 'scaled.npy'}",
+                 "--expect", f"pooled={tmp_path / 'pooled.npy'}", "--output-dir", tmp_path, "--repeat", "3"])
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count(" ok") == 2 and "latency: median" in done.stdout
+    for i, name in enumerate(("scaled", "pooled")):
+        np.testing.assert_allclose(np.load(tmp_path / f"output{i}.npy"), expected[name], rtol=1e-5, atol=1e-5)
+    # the check fails when the expectation is wrong
+    np.save(tmp_path / "wrong.npy", expected["pooled"] + 0.01)
+    wrong = _run([host_runtime.runner, library, "--input", tmp_path / "image.npy", "--input", tmp_path / "scale.npy",
+                  "--expect", f"pooled={tmp_path / 'wrong.npy'}"])
+    assert wrong.returncode == 1 and "MISMATCH" in wrong.stdout
+
+
+def test_runner_refuses_bad_input_with_a_reason(host_model, arm_model, host_runtime, tmp_path):
+    _save_inputs(host_model, tmp_path)
+    runner, library = host_runtime.runner, host_model.library
+    np.save(tmp_path / "small.npy", np.zeros((1, 3, 10, 12), "float32"))
+    cases = [
+        ([library, "--input", tmp_path / "small.npy", "--input", tmp_path / "scale.npy"],
+         r"compiled for float32[1, 3, 12, 12]"),
+        ([library, "--input", tmp_path / "image.npy"], "takes 2 input(s), got 1"),
+        ([library, "--input", f"nope={tmp_path / 'image.npy'}", "--input", tmp_path / "scale.npy"],
+         "no input called 'nope'; the model's inputs: image, scale"),
+        ([tmp_path / "image.npy"], "not a loadable model library"),
+        ([arm_model.library, "--info"], "not a loadable model library"),  # a bundle for the wrong architecture
+        ([tmp_path / "missing.so"], "cannot read"),
+        ([library, "--frobnicate"], "unknown option --frobnicate"),
+    ]
+    for args, message in cases:
+        done = _run([runner, *args])
+        assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
+
+
+def _capi(command_prefix, runtime, artifact, tmp_path):
+    inputs, expected = artifact.load_golden()
+    raw = tmp_path / "inputs.raw"
+    raw.write_bytes(b"".join(np.ascontiguousarray(inputs[s.name]).tobytes() for s in artifact.meta().inputs))
+    done = _run([*command_prefix, runtime.capi_test, artifact.library, raw, tmp_path / "outputs.raw",
+                 artifact.golden_inputs])
+    print(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 failure(s)" in done.stdout and done.stdout.count("ok: ") >= 9
+    data = (tmp_path / "outputs.raw").read_bytes()
+    offset = 0
+    for spec in artifact.meta().outputs:
+        want = expected[spec.name]
+        got = np.frombuffer(data[offset:offset + want.nbytes], want.dtype).reshape(want.shape)
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+        offset += want.nbytes
+    assert offset == len(data)
+
+
+def test_c_api_on_the_host(host_model, host_runtime, tmp_path):
+    _capi([], host_runtime, host_model, tmp_path)
+
+
+def test_c_api_on_aarch64_under_qemu(arm_model, arm_runtime, tmp_path):
+    _capi(QEMU, arm_runtime, arm_model, tmp_path)
+
+
+def test_host_bundle_runs_its_own_check_script(host_model, tmp_path):
+    bundle = make_bundle(host_model, targets.get_target("host").tolerance)
+    done = _run([bundle / "run.sh", "--repeat", "2"])
+    print(done.stdout)
+    assert done.returncode == 0 and done.stdout.count(" ok") == 2, done.stdout + done.stderr
+    with tarfile.open(host_model.root / "bundle.tar.gz") as tar:
+        names = set(tar.getnames())
+    for part in ("model.so", "run.sh", "README.txt", "bin/atrous-run", "bin/atrous-rpc-server",
+                 "lib/libtvm_runtime.so", "lib/libtvm_ffi.so", "lib/libatrous_runtime.so", "golden/input1.npy",
+                 "golden/expected1.npy", "include/atrous/atrous.h"):
+        assert f"two-host/{part}" in names, part
+    # unpacked elsewhere it still runs: nothing points back into the build tree
+    with tarfile.open(host_model.root / "bundle.tar.gz") as tar:
+        tar.extractall(tmp_path, filter="tar")
+    moved = _run([tmp_path / "two-host" / "run.sh"], env={"PATH": "/usr/bin:/bin"})
+    assert moved.returncode == 0, moved.stdout + moved.stderr
+
+
+def test_rpi4_model_verifies_under_qemu_with_both_references(arm_model):
+    result = verify_model(arm_model, targets.get_target("rpi4"))
+    assert result.ok and result.device == "emulator"
+    assert {c.reference for c in result.checks} == {"pytorch", "onnxruntime"}
+    assert any("emulated" in n and "not performance numbers" in n for n in result.notes)
+    assert "aarch64" in _run(["file", arm_model.library]).stdout or not os.path.exists("/usr/bin/file")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_listening(port, process, seconds=60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert process.poll() is None, process.communicate()
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.3)
+    raise TimeoutError(f"nothing listening on {port}")
+
+
+@pytest.fixture
+def arm_rpc_server(arm_runtime):
+    port = _free_port()
+    server = subprocess.Popen([*QEMU, str(arm_runtime.rpc_server), "--host", "127.0.0.1", "--port", str(port)],
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_listening(port, server)
+        yield port
+    finally:
+        server.kill()
+        server.wait()
+
+
+def test_rpc_round_trip_to_the_emulated_aarch64_server(arm_model, arm_rpc_server):
+    preset = targets.get_target("rpi4")
+    inputs, expected = arm_model.load_golden()
+    outputs, seconds = run_over_rpc(arm_model, parse_device(f"rpc://127.0.0.1:{arm_rpc_server}", preset), inputs,
+                                    repeat=2)
+    for name, want in expected.items():
+        np.testing.assert_allclose(outputs[name], want, rtol=1e-5, atol=1e-5)
+    assert len(seconds) == 2 and all(s > 0 for s in seconds)
+    # a second session on the same server, through verify
+    result = verify_model(arm_model, preset, device=f"rpc://127.0.0.1:{arm_rpc_server}")
+    assert result.ok and result.device == f"rpc://127.0.0.1:{arm_rpc_server}", result.checks
+
+
+def test_rpc_server_refuses_a_model_for_another_architecture(host_model, arm_rpc_server):
+    inputs, _ = host_model.load_golden()
+    with pytest.raises(errors.DeviceError, match="could not load .*compiled for that device's architecture"):
+        run_over_rpc(host_model, parse_device(f"rpc://127.0.0.1:{arm_rpc_server}", targets.get_target("rpi4")),
+                     inputs)
+
+
+def test_rpc_through_a_tvm_tracker(arm_model, arm_runtime):
+    import sys
+
+    tracker_port, server_port = _free_port(), _free_port()
+    tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
+                                str(tracker_port), "--port-end", str(tracker_port + 1)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        _wait_listening(tracker_port, tracker)
+        server = subprocess.Popen([*QEMU, str(arm_runtime.rpc_server), "--host", "127.0.0.1", "--port",
+                                   str(server_port), "--tracker", f"127.0.0.1:{tracker_port}", "--key", "pi"],
+                                  stderr=subprocess.PIPE, text=True)
+        _wait_listening(server_port, server)
+        preset = targets.get_target("rpi4")
+        with pytest.raises(errors.DeviceError, match="no device with key 'rpi5'"):
+            verify_model(arm_model, preset, device=f"tracker://127.0.0.1:{tracker_port}/rpi5")
+        deadline = time.time() + 30  # the server announces itself right after it starts listening
+        while True:
+            try:
+                result = verify_model(arm_model, preset, device=f"tracker://127.0.0.1:{tracker_port}/pi")
+                break
+            except errors.DeviceError:
+                if time.time() > deadline:
+                    raise
+                time.sleep(1)
+        assert result.ok, result.checks
+    finally:
+        for process in (server, tracker):
+            if process is not None:
+                process.kill()
+                process.wait()
+
+
+def test_unreachable_or_wrong_devices_fail_fast_with_the_fix(arm_model, host_model):
+    preset = targets.get_target("rpi4")
+    inputs, _ = arm_model.load_golden()
+    port = _free_port()  # nothing listens there
+    start = time.time()
+    with pytest.raises(errors.DeviceError, match=f"cannot reach the RPC server at 127.0.0.1:{port}.*atrous-rpc-server"):
+        run_over_rpc(arm_model, parse_device(f"rpc://127.0.0.1:{port}", preset), inputs)
+    with pytest.raises(errors.DeviceError, match="cannot reach the RPC tracker.*rpc_tracker"):
+        run_over_rpc(arm_model, parse_device(f"tracker://127.0.0.1:{port}/rpi4", preset), inputs)
+    with pytest.raises(errors.DeviceError, match=f"cannot reach ssh://pi@127.0.0.1:{port} over ssh"):
+        verify_model(arm_model, preset, device=f"ssh://pi@127.0.0.1:{port}")
+    assert time.time() - start < 30
+    with pytest.raises(errors.AtrousError, match="bad --device"):
+        parse_device("ftp://board", preset)
+    with pytest.raises(errors.AtrousError, match="needs its key"):
+        parse_device("tracker://127.0.0.1:9190", preset)
+    with pytest.raises(errors.ToolchainError, match="apt-get install qemu-user"):
+        verify_model(arm_model, preset.replace(emulator=("qemu-nowhere",)))
+    with pytest.raises(errors.ToolchainError, match="/nowhere.*apt-get install"):
+        verify_model(arm_model, preset.replace(emulator=("qemu-aarch64", "-L", "/nowhere")))
