@@ -3,7 +3,7 @@
     build/<model>/<device>/bundle/          (and bundle.tar.gz beside it, unpacking to <model>-<device>/)
         model.so                            the compiled model (carries its signature)
         bin/atrous-run  bin/atrous-rpc-server
-        lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_ffi.so
+        lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_runtime_extra.so  lib/libtvm_ffi.so
         golden/input0.npy ...               seeded inputs, in call order
         golden/expected0.npy ...            PyTorch's outputs for them, in return order
         run.sh                              runs the model on the golden inputs and checks it (exit 1 on mismatch)

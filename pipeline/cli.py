@@ -103,7 +103,17 @@ def cmd_tune(args) -> int:
     preset = targets.get_target(args.target)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     database = Path(args.database) if args.database else None
-    report = tune_model(TuneArgs(src, preset, args.trials, database=database), progress=not args.json)
+    builder = runner = None
+    if args.device or not preset.runs_here:
+        from .device import parse_device
+        from .measure import device_measurement
+
+        if not args.device:
+            raise AtrousError(f"'{preset.name}' does not run here, so tuning must measure on the board: pass "
+                              "--device tracker://HOST:PORT/KEY (emulated timings would tune for qemu)")
+        builder, runner = device_measurement(preset, parse_device(args.device, preset))
+    report = tune_model(TuneArgs(src, preset, args.trials, database=database, runner=runner, builder=builder),
+                        progress=not args.json)
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
@@ -232,6 +242,9 @@ def parser() -> argparse.ArgumentParser:
     _add_model_args(sp)
     sp.add_argument("--trials", type=_non_negative, default=64,
                     help="trials per kernel (0: only report what the database holds)")
+    sp.add_argument("--device", default=None, metavar="tracker://HOST:PORT/KEY",
+                    help="measure on a board registered with a TVM RPC tracker (needed for targets that do not "
+                         "run on this machine)")
     sp.set_defaults(func=cmd_tune)
     sp = sub.add_parser("runtime", help="build the on-device runtime library for an architecture",
                         description="Build runtime/ (C API, atrous-run, atrous-rpc-server) with CMake against the "

@@ -1,5 +1,10 @@
 """How tuning builds and measures candidates: MetaSchedule builders and runners for a device preset.
 
+On this machine, candidates are built and timed locally. For a board (``--device tracker://host:port/key``),
+they are cross-compiled here into shared libraries with the preset's compiler (the board has none: the stock
+export writes a .tar that the device would have to link) and timed there through a TVM RPC tracker, which
+MetaSchedule's RPC runner requires; the board runs ``atrous-rpc-server --tracker ... --key ...``.
+
 MetaSchedule's stock ``LocalBuilder`` starts fresh worker processes for every batch and its default build function
 imports ``tvm.s_tir.tensor_intrin``, which registers every tensor intrinsic TVM knows and takes ~30 s on this
 class of machine: past the builder's timeout, so every candidate "fails". ``build_candidate`` does the same build
@@ -9,9 +14,13 @@ in the ~3 s that ``import tvm`` takes.
 
 from __future__ import annotations
 
+import functools
 import os
+import tempfile
 
 from tvm.s_tir import meta_schedule as ms
+
+from .errors import AtrousError
 
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
@@ -30,10 +39,36 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def local_builder(workers: int | None = None) -> ms.builder.LocalBuilder:
-    """Candidate builds in parallel on this machine's cores."""
+def export_shared(mod, compiler: str) -> str:
+    """A candidate as a shared library linked by ``compiler`` (runs in the builder's worker)."""
+    path = os.path.join(tempfile.mkdtemp(prefix="atrous-candidate-"), "candidate.so")
+    mod.export_library(path, cc=compiler)
+    return path
+
+
+def local_builder(workers: int | None = None, compiler: str | None = None) -> ms.builder.LocalBuilder:
+    """Candidate builds in parallel on this machine's cores; ``compiler`` links them for another device."""
+    export = functools.partial(export_shared, compiler=compiler) if compiler else None
     return ms.builder.LocalBuilder(max_workers=workers or usable_cores(), timeout_sec=BUILD_TIMEOUT_S,
-                                   f_build=build_candidate)
+                                   f_build=build_candidate, f_export=export)
+
+
+def device_measurement(preset, device):
+    """(builder, runner) measuring on ``device`` (a pipeline.device.Device) for ``preset``."""
+    from .build import linker_for
+    from .device import check_reachable
+
+    if device.kind != "tracker":
+        raise AtrousError(f"tuning on a board needs a TVM RPC tracker (MetaSchedule measures through one): run "
+                          "'python -m tvm.exec.rpc_tracker --port 9190' somewhere reachable, start "
+                          "'atrous-rpc-server --tracker HOST:9190 --key KEY' on the board, and pass "
+                          "--device tracker://HOST:9190/KEY")
+    check_reachable(device.host, device.port, "the RPC tracker",
+                    f"start one (python -m tvm.exec.rpc_tracker --port {device.port}) and check the address")
+    config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
+                                 session_timeout_sec=RUN_TIMEOUT_S * 4)
+    runner = ms.runner.RPCRunner(config, evaluator_config=evaluator(), max_workers=1)
+    return local_builder(compiler=linker_for(preset)), runner
 
 
 def evaluator(repeat: int = 3, min_repeat_ms: int = 50) -> ms.runner.EvaluatorConfig:

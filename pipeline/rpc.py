@@ -6,6 +6,8 @@ from here; inputs and outputs cross the connection as tensors.
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 
 from . import artifact as art
@@ -46,13 +48,25 @@ def _first_line(err: Exception) -> str:
 
 def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,
                  repeat: int = 0) -> tuple[dict[str, np.ndarray], list[float]]:
-    """Outputs of one run on the remote device, and ``repeat`` per-run times in seconds measured there."""
+    """Outputs of one run on the remote device, and ``repeat`` per-run times in seconds measured there.
+
+    A server serves one session at a time, so the session is closed before returning: every remote object
+    (module, VM, tensors) is dropped and collected, which ends the connection."""
+    meta = artifact.meta()
+    ordered = check_inputs(meta, inputs)
+    session = connect(device)
+    try:
+        return _run(session, artifact, device, ordered, repeat)
+    finally:
+        del session
+        gc.collect()
+
+
+def _run(session, artifact: art.Artifact, device: Device, ordered: list, repeat: int):
     import tvm
     from tvm import relax
 
     meta = artifact.meta()
-    ordered = check_inputs(meta, inputs)
-    session = connect(device)
     try:
         session.upload(str(artifact.library), "model.so")
         module = session.load_module("model.so")
@@ -62,8 +76,11 @@ def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,
     dev = session.cpu(0)
     vm = relax.VirtualMachine(module, dev)
     args = [tvm.runtime.tensor(a, dev) for a in ordered]
-    result = vm["main"](*args)
-    values = [result] if hasattr(result, "numpy") else list(result)
+    # The stateful calls return tuples element by element: a tuple result itself cannot cross RPC.
+    vm.set_input("main", *args)
+    vm.invoke_stateful("main")
+    values = vm.get_outputs("main")
+    values = [values] if hasattr(values, "numpy") else list(values)
     outputs = {s.name: v.numpy() for s, v in zip(meta.outputs, values)}
     seconds = []
     if repeat:

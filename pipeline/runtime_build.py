@@ -7,7 +7,7 @@ libraries are taken out of them. The result is an install tree that a board can 
 
     build/runtime/<arch>/
         bin/atrous-run  bin/atrous-rpc-server      (RPATH $ORIGIN/../lib: no LD_LIBRARY_PATH needed)
-        lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_ffi.so
+        lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_runtime_extra.so  lib/libtvm_ffi.so
         include/atrous/atrous.h
         tests/atrous-capi-test                     (not shipped in bundles)
         stamp                                      (what it was built from; a rebuild happens when it changes)
@@ -49,7 +49,9 @@ ARCHES = {
 }
 
 # What each library is called inside its wheel.
-WHEEL_LIBS = {"apache-tvm": ("tvm/lib/libtvm_runtime.so",), "apache-tvm-ffi": ("tvm_ffi/lib/libtvm_ffi.so",)}
+# libtvm_runtime_extra holds what remote measurement calls on the device (random fill of arguments, ...).
+WHEEL_LIBS = {"apache-tvm": ("tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtime_extra.so"),
+              "apache-tvm-ffi": ("tvm_ffi/lib/libtvm_ffi.so",)}
 
 
 @dataclass(frozen=True)
@@ -170,7 +172,7 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
              f"building the {name} runtime")
         _run([cmake, "--install", str(work)], f"installing the {name} runtime")
         shutil.rmtree(work)
-        for lib in (tvm_lib / "libtvm_runtime.so", ffi_lib / "libtvm_ffi.so"):
+        for lib in (tvm_lib / "libtvm_runtime.so", tvm_lib / "libtvm_runtime_extra.so", ffi_lib / "libtvm_ffi.so"):
             shutil.copy2(lib, stage.path / "lib" / lib.name)
         (stage.path / "stamp").write_text(stamp)
         stage.commit()

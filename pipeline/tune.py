@@ -209,6 +209,9 @@ class TuneArgs:
     runner: object = None  # default: measure on this machine (measure.local_runner)
     builder: object = None  # default: measure.local_builder on every core
     seed: int = 0
+    # MetaSchedule's search: "evolutionary" (cost-model guided; what tuning runs use) or "replay-trace" (random
+    # samples of the design space: no search cost, for checking the tuning flow itself)
+    strategy: str = "evolutionary"
 
 
 def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
@@ -241,13 +244,44 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     return report
 
 
+def cpu_tensor_intrinsics_only() -> None:
+    """Make ``import tvm.s_tir.tensor_intrin`` register only the CPU intrinsics (x86, arm_cpu).
+
+    Every MetaSchedule ``TuneContext`` imports that package, which parses hundreds of TVMScript intrinsics for
+    CUDA, ROCm, Hexagon and RISC-V. The parser inspects the call stack for each one, which is slow in a process
+    that has imported PyTorch: measured 60-150 s on 2 cores, against ~4 s for x86 + arm_cpu, which are the
+    only ones a CPU design space can use (VNNI / AVX-512 / dot-product tensorization). The package is
+    installed as a plain namespace, so importing any other submodule explicitly still works."""
+    import importlib
+    import types
+
+    name = "tvm.s_tir.tensor_intrin"
+    if name in sys.modules:
+        return
+    import tvm.s_tir
+
+    package = types.ModuleType(name, "CPU tensor intrinsics only (see pipeline/tune.py)")
+    package.__path__ = [str(Path(tvm.s_tir.__file__).parent / "tensor_intrin")]
+    package.__package__ = name
+    sys.modules[name] = package
+    for sub in ("x86", "arm_cpu"):
+        setattr(package, sub, importlib.import_module(f"{name}.{sub}"))
+
+
 def _tune_one(task, budget: int, database, preset, args: TuneArgs, callback) -> None:
     """Tune one task; MetaSchedule's logs go to a temporary directory that is kept (and named) on failure."""
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)  # the progress bar replaces its log
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    logger.setLevel(logging.WARNING)  # the progress bar replaces its log
+    # MetaSchedule rebuilds its logging with dictConfig, naming the logger's current handlers; an unnamed one
+    # (seen on the second tuning run in one process) makes it crash on None.format.
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
+    if preset.tvm_target().kind.name == "llvm":
+        cpu_tensor_intrinsics_only()
     logs = Path(tempfile.mkdtemp(prefix="atrous-tune-logs-"))
     try:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work_dir=str(logs), seed=args.seed)
+            [task], work_dir=str(logs), strategy=args.strategy, seed=args.seed)
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(logs), max_trials_global=budget,
                       max_trials_per_task=budget, num_trials_per_iter=min(64, budget), database=database,
                       builder=args.builder or measure.local_builder(), runner=args.runner or measure.local_runner(),

@@ -3,6 +3,7 @@ and on aarch64 under qemu, with the errors a user meets (wrong file, wrong archi
 unreachable device, missing tools)."""
 
 import os
+import signal
 import socket
 import subprocess
 import tarfile
@@ -81,7 +82,7 @@ def test_runtime_builds_for_both_architectures_with_the_wheels_runtime(host_runt
                              (arm_runtime, "aarch64")):
         sizes = runtime.size_bytes()
         assert set(sizes) == {"bin/atrous-run", "bin/atrous-rpc-server", "lib/libatrous_runtime.so",
-                              "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"}
+                              "lib/libtvm_runtime.so", "lib/libtvm_runtime_extra.so", "lib/libtvm_ffi.so"}
         print(runtime.arch, {k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()})
         for path in (runtime.runner, runtime.rpc_server, runtime.lib / "libtvm_runtime.so"):
             header = _run(["file", "-L", path]).stdout if os.path.exists("/usr/bin/file") else ""
@@ -195,7 +196,7 @@ def _free_port() -> int:
 def _wait_listening(port, process, seconds=60):
     deadline = time.time() + seconds
     while time.time() < deadline:
-        assert process.poll() is None, process.communicate()
+        assert process.poll() is None, f"{process.args[0]} exited with {process.returncode}"
         try:
             socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
@@ -208,7 +209,7 @@ def _wait_listening(port, process, seconds=60):
 def arm_rpc_server(arm_runtime):
     port = _free_port()
     server = subprocess.Popen([*QEMU, str(arm_runtime.rpc_server), "--host", "127.0.0.1", "--port", str(port)],
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.DEVNULL)
     try:
         _wait_listening(port, server)
         yield port
@@ -237,38 +238,71 @@ def test_rpc_server_refuses_a_model_for_another_architecture(host_model, arm_rpc
                      inputs)
 
 
-def test_rpc_through_a_tvm_tracker(arm_model, arm_runtime):
+@pytest.fixture(scope="module")
+def arm_tracker(arm_runtime):
+    """A TVM RPC tracker with the emulated aarch64 server registered under key 'pi'; yields the tracker port."""
     import sys
 
     tracker_port, server_port = _free_port(), _free_port()
     tracker = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port",
                                 str(tracker_port), "--port-end", str(tracker_port + 1)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     server = None
     try:
         _wait_listening(tracker_port, tracker)
         server = subprocess.Popen([*QEMU, str(arm_runtime.rpc_server), "--host", "127.0.0.1", "--port",
                                    str(server_port), "--tracker", f"127.0.0.1:{tracker_port}", "--key", "pi"],
-                                  stderr=subprocess.PIPE, text=True)
+                                  stderr=subprocess.DEVNULL)
         _wait_listening(server_port, server)
-        preset = targets.get_target("rpi4")
-        with pytest.raises(errors.DeviceError, match="no device with key 'rpi5'"):
-            verify_model(arm_model, preset, device=f"tracker://127.0.0.1:{tracker_port}/rpi5")
-        deadline = time.time() + 30  # the server announces itself right after it starts listening
-        while True:
-            try:
-                result = verify_model(arm_model, preset, device=f"tracker://127.0.0.1:{tracker_port}/pi")
-                break
-            except errors.DeviceError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(1)
-        assert result.ok, result.checks
+        yield tracker_port
     finally:
         for process in (server, tracker):
-            if process is not None:
-                process.kill()
+            if process is not None:  # the tracker serves from a child process: stop its whole group
+                os.killpg(process.pid, signal.SIGKILL) if process is tracker else process.kill()
                 process.wait()
+
+
+def test_rpc_through_a_tvm_tracker(arm_model, arm_tracker):
+    preset = targets.get_target("rpi4")
+    with pytest.raises(errors.DeviceError, match="no device with key 'rpi5'"):
+        verify_model(arm_model, preset, device=f"tracker://127.0.0.1:{arm_tracker}/rpi5")
+    deadline = time.time() + 30  # the server announces itself right after it starts listening
+    while True:
+        try:
+            result = verify_model(arm_model, preset, device=f"tracker://127.0.0.1:{arm_tracker}/pi")
+            break
+        except errors.DeviceError:
+            if time.time() > deadline:
+                raise
+            time.sleep(1)
+    assert result.ok, result.checks
+
+
+def test_tuning_measures_on_the_board_through_the_tracker(arm_tracker, tmp_path):
+    """Candidates are cross-compiled here and timed by the aarch64 server; the records then compile and verify.
+    (Emulated timings make a meaningless database: this proves the flow, not a schedule.)"""
+    from pipeline.measure import device_measurement
+    from pipeline.tune import TuneArgs, tune_model
+
+    torch.manual_seed(4)
+    conv = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU()).eval()  # one kernel
+    model_source = source.from_torch("conv", lambda: conv, {"x": np.ones((1, 4, 8, 8), "float32")})
+    preset = targets.get_target("rpi4")
+    builder, runner = device_measurement(preset, parse_device(f"tracker://127.0.0.1:{arm_tracker}/pi", preset))
+    report = tune_model(TuneArgs(model_source, preset, 2, database=tmp_path / "db", runner=runner,
+                                 builder=builder, strategy="replay-trace"), progress=False)
+    print(report.table())
+    assert report.new_trials > 0 and report.tasks
+    assert all(t.best_s and t.best_s > 0 for t in report.tasks), report.table()
+    from pipeline.optimize import OptimizeOptions
+
+    tuned = compile_model(CompileArgs(model_source, preset, tmp_path / "build",
+                                      options=OptimizeOptions(database=tmp_path / "db")))
+    meta = tuned.meta()
+    assert meta.tuned_tasks == meta.total_tasks > 0
+    assert verify_model(tuned, preset).ok
+    with pytest.raises(errors.AtrousError, match="needs a TVM RPC tracker"):
+        device_measurement(preset, parse_device("rpc://127.0.0.1:9090", preset))
 
 
 def test_unreachable_or_wrong_devices_fail_fast_with_the_fix(arm_model, host_model):
