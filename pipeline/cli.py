@@ -140,6 +140,7 @@ def cmd_verify(args) -> int:
     else:
         print(f"verify {src.name} on {preset.name}, run on {result.device} ({artifact.root})")
         print(report(result.checks, result.tolerance, result.notes))
+        _print_bundle(artifact)
     require_ok(result)
     return 0
 

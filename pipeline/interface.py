@@ -158,7 +158,7 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
     checks = compare_all(actual, expected, preset.tolerance, meta.reference)
     notes = []
     if where.emulated:
-        notes.append(f"ran emulated ({' '.join(preset.emulator[:1])}): this proves correctness only; "
+        notes.append(f"ran emulated ({preset.emulator[0]}): this proves correctness only; "
                      "emulated timings are not performance numbers")
     elif where.kind != "local":
         notes.append(f"ran on {where.label}")

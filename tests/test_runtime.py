@@ -325,3 +325,23 @@ def test_unreachable_or_wrong_devices_fail_fast_with_the_fix(arm_model, host_mod
         verify_model(arm_model, preset.replace(emulator=("qemu-nowhere",)))
     with pytest.raises(errors.ToolchainError, match="/nowhere.*apt-get install"):
         verify_model(arm_model, preset.replace(emulator=("qemu-aarch64", "-L", "/nowhere")))
+
+
+def test_cli_on_a_board_target(build_root, arm_runtime, capsys):
+    import json
+
+    from pipeline.cli import main
+
+    common = ["wavenet", "--preset", "tiny", "--target", "rpi4", "--build-dir", str(build_root)]
+    assert main(["verify", *common]) == 0
+    out = capsys.readouterr().out
+    assert "run on emulator" in out and "rel-L2" in out and "bundle: " in out and "not performance numbers" in out
+    assert main(["bench", *common]) == 2
+    assert "cannot run 'rpi4' natively" in capsys.readouterr().err
+    assert main(["tune", *common[:-2], "--trials", "1"]) == 2
+    assert "--device tracker://" in capsys.readouterr().err
+    assert main(["verify", *common, "--device", "rpc://127.0.0.1:1"]) == 3
+    assert "cannot reach the RPC server" in capsys.readouterr().err
+    assert main(["runtime", "--arch", "aarch64", "--build-dir", str(build_root), "--json"]) == 0
+    built = json.loads(capsys.readouterr().out)
+    assert built["arch"] == "aarch64" and built["root"] == str(arm_runtime.root) and built["bytes"]["bin/atrous-run"]
