@@ -118,6 +118,9 @@ def test_runner_refuses_bad_input_with_a_reason(host_model, arm_model, host_runt
     _save_inputs(host_model, tmp_path)
     runner, library = host_runtime.runner, host_model.library
     np.save(tmp_path / "small.npy", np.zeros((1, 3, 10, 12), "float32"))
+    header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (x1, 3), }\n"
+    (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    (tmp_path / "short.npy").write_bytes((tmp_path / "small.npy").read_bytes()[:200])
     cases = [
         ([library, "--input", tmp_path / "small.npy", "--input", tmp_path / "scale.npy"],
          r"compiled for float32[1, 3, 12, 12]"),
@@ -128,6 +131,8 @@ def test_runner_refuses_bad_input_with_a_reason(host_model, arm_model, host_runt
         ([arm_model.library, "--info"], "not a loadable model library"),  # a bundle for the wrong architecture
         ([tmp_path / "missing.so"], "cannot read"),
         ([library, "--frobnicate"], "unknown option --frobnicate"),
+        ([library, "--input", tmp_path / "bad.npy", "--input", tmp_path / "scale.npy"], "malformed shape"),
+        ([library, "--input", tmp_path / "short.npy", "--input", tmp_path / "scale.npy"], "shorter than its shape"),
     ]
     for args, message in cases:
         done = _run([runner, *args])

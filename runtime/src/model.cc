@@ -16,6 +16,7 @@
 #include <exception>
 #include <map>
 #include <memory>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -42,6 +43,7 @@ struct CPUAlloc {
   void AllocData(DLTensor* t) {
     size_t bytes = ffi::GetDataSize(*t);
     t->data = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    if (t->data == nullptr) throw std::bad_alloc();
   }
   void FreeData(DLTensor* t) { std::free(t->data); }
 };

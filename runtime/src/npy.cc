@@ -80,6 +80,9 @@ bool ReadNpy(const std::string& path, NpyArray* out, std::string* problem) {
   while (std::getline(dims, dim, ',')) {
     dim = Trim(dim, " ");
     if (dim.empty()) continue;
+    if (dim.find_first_not_of("0123456789") != std::string::npos || dim.size() > 12) {
+      return *problem = path + ": malformed shape in the .npy header", false;
+    }
     out->shape.push_back(std::stoll(dim));
     count *= static_cast<size_t>(out->shape.back());
   }
