@@ -73,3 +73,11 @@ def table(rows: list[Timing]) -> str:
         lines.append(f"{r.runtime:<12} {r.median_ms:10.2f} {r.min_ms:10.2f} {ratio:>8}")
     lines.append("(vs ORT > 1 means faster than ONNX Runtime)")
     return "\n".join(lines)
+
+
+def publish(text: str, out: str | None) -> None:
+    """Print a benchmark's markdown and, if ``out`` is given, append it there (BENCHMARKS.md)."""
+    print(text)
+    if out:
+        with open(out, "a") as handle:
+            handle.write("\n" + text)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .bench import publish
 from .benchsuite import _cpu_name, _rounds, _torch_run
 from .interface import CompileArgs, compile_model, require_ok, verify_model
 from .optimize import REWRITES, OptimizeOptions
@@ -95,10 +96,7 @@ def main(argv=None) -> int:
         rows.append(bench_layer(*layer, preset, args.repeat, Path(args.build_dir)))
         tqdm.write(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in rows[-1]["ms"].items()))
     text = markdown(rows, "make bench-layers", args.repeat)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as out:
-            out.write("\n" + text)
+    publish(text, args.out)
     return 0
 
 

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+from .bench import publish
 from .interface import CompileArgs, compile_model, require_ok, verify_model
 from .tune import has_database
 
@@ -135,10 +136,7 @@ def main(argv=None) -> int:
         tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in rows[-1]["ms"].items()))
     command = "make bench " + (f"MODELS={args.models}" if args.models != ",".join(MODELS) else "")
     text = markdown(rows, command.strip(), preset, args.repeat)
-    print(text)
-    if args.out:
-        with open(args.out, "a") as out:
-            out.write("\n" + text)
+    publish(text, args.out)
     return 0
 
 

@@ -171,3 +171,8 @@ def check_reachable(host: str, port: int, what: str, fix: str) -> None:
         socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as err:
         raise DeviceError(f"cannot reach {what} at {host}:{port} ({err}); {fix}") from None
+
+
+def check_tracker(device: Device) -> None:
+    check_reachable(device.host, device.port, "the RPC tracker",
+                    f"start one (python -m tvm.exec.rpc_tracker --port {device.port}) and check the address")

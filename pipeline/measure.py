@@ -56,15 +56,14 @@ def local_builder(workers: int | None = None, compiler: str | None = None) -> ms
 def device_measurement(preset, device):
     """(builder, runner) measuring on ``device`` (a pipeline.device.Device) for ``preset``."""
     from .build import linker_for
-    from .device import check_reachable
+    from .device import check_tracker
 
     if device.kind != "tracker":
         raise AtrousError(f"tuning on a board needs a TVM RPC tracker (MetaSchedule measures through one): run "
                           "'python -m tvm.exec.rpc_tracker --port 9190' somewhere reachable, start "
                           "'atrous-rpc-server --tracker HOST:9190 --key KEY' on the board, and pass "
                           "--device tracker://HOST:9190/KEY")
-    check_reachable(device.host, device.port, "the RPC tracker",
-                    f"start one (python -m tvm.exec.rpc_tracker --port {device.port}) and check the address")
+    check_tracker(device)
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_timeout_sec=RUN_TIMEOUT_S * 4)
     runner = ms.runner.RPCRunner(config, evaluator_config=evaluator(), max_workers=1)

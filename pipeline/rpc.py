@@ -11,7 +11,7 @@ import gc
 import numpy as np
 
 from . import artifact as art
-from .device import CONNECT_TIMEOUT_S, RUN_TIMEOUT_S, Device, check_reachable
+from .device import RUN_TIMEOUT_S, Device, check_reachable, check_tracker
 from .errors import DeviceError
 from .runner import check_inputs
 
@@ -29,8 +29,7 @@ def connect(device: Device):
         except Exception as err:
             raise DeviceError(f"RPC handshake with {device.label} failed: {_first_line(err)} "
                               "(a wrong key, or not a TVM RPC server)") from None
-    check_reachable(device.host, device.port, "the RPC tracker",
-                    f"start one (python -m tvm.exec.rpc_tracker --port {device.port}) and check the address")
+    check_tracker(device)
     tracker = rpc.connect_tracker(device.host, device.port)
     summary = tracker.summary()
     keys = {q.get("key") for q in summary.get("queue_info", {}).values()} | set(summary.get("queue_info", {}))
@@ -56,17 +55,16 @@ def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,
     ordered = check_inputs(meta, inputs)
     session = connect(device)
     try:
-        return _run(session, artifact, device, ordered, repeat)
+        return _run(session, artifact, meta, device, ordered, repeat)
     finally:
         del session
         gc.collect()
 
 
-def _run(session, artifact: art.Artifact, device: Device, ordered: list, repeat: int):
+def _run(session, artifact: art.Artifact, meta: art.Meta, device: Device, ordered: list, repeat: int):
     import tvm
     from tvm import relax
 
-    meta = artifact.meta()
     try:
         session.upload(str(artifact.library), "model.so")
         module = session.load_module("model.so")
@@ -89,4 +87,3 @@ def _run(session, artifact: art.Artifact, device: Device, ordered: list, repeat:
     return outputs, seconds
 
 
-__all__ = ["CONNECT_TIMEOUT_S", "connect", "run_over_rpc"]

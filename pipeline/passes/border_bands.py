@@ -16,7 +16,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .mutate import rewrite_functions
 
 MAX_KEPT = 0.7  # partition only when the bands keep at most this share of the multiply-adds
 
@@ -49,10 +52,7 @@ class _Rewriter(PyExprMutator):
         self.mod = mod
 
     def transform(self):
-        for gvar, func in self.mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
+        return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
         if getattr(call.op, "name", None) == "relax.nn.conv2d":

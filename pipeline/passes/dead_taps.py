@@ -14,7 +14,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
+
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from .mutate import rewrite_functions
 
 
 def _reads_input(t: int, size: int, out: int, stride: int, dilation: int, pad_lo: int) -> bool:
@@ -60,10 +63,7 @@ class _Rewriter(PyExprMutator):
         self.dropped = 0  # taps removed, summed over convs (for reports)
 
     def transform(self):
-        for gvar, func in self.mod.functions_items():
-            if isinstance(func, relax.Function):
-                self.builder_.update_func(gvar, self.visit_expr(func))
-        return self.builder_.get()
+        return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
         name = getattr(call.op, "name", None)
