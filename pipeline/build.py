@@ -21,9 +21,19 @@ def linker_for(preset) -> str:
     return compiler
 
 
-def build(mod: tvm.IRModule, preset):
-    """Compile an optimized module for the preset's target; returns the Relax executable."""
-    return tvm.compile(mod, target=preset.tvm_target())
+def build(mod: tvm.IRModule, preset, device_dir: Path | None = None):
+    """Compile an optimized module for the preset's target; returns the Relax executable. For GPU targets the
+    device code is compiled ahead of time (pipeline/cuda.py) and kept in ``device_dir`` when given."""
+    target = preset.tvm_target()
+    if target.kind.name != "cuda":
+        return tvm.compile(mod, target=target)
+    from .cuda import compiling_for
+
+    with compiling_for(str(target.attrs["arch"]), preset.name) as device_code:
+        executable = tvm.compile(mod, target=target)
+    if device_dir is not None:
+        device_code.save(device_dir)
+    return executable
 
 
 def export(executable, path: Path, preset, signature: str) -> Path:

@@ -114,7 +114,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         expected = reference_outputs(source, onnx_path)
         inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())
         outputs = tuple(art.TensorSpec.of(n, v) for n, v in expected.items())
-        export(build(mod, preset), stage.path / "model.so", preset,
+        export(build(mod, preset, stage.path / "device"), stage.path / "model.so", preset,
                signature_text(source.name, preset.name, inputs, outputs))
         _write_golden(stage.path, source.inputs, expected)
         meta = art.Meta(model=source.name, target=preset.name, target_json=target_json,

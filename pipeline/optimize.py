@@ -69,12 +69,14 @@ def schedule_passes(options: OptimizeOptions, target) -> list:
     passes = []
     if options.database is not None:
         passes.append(relax.transform.MetaScheduleApplyDatabase(str(options.database)))
-    if options.default_schedules and target.kind.name == "llvm":
-        from tvm.s_tir import dlight
+    from tvm.s_tir import dlight
 
-        from .schedules import cpu_rules
+    from .schedules import default_rules, stock_gpu_rules
 
-        passes.append(dlight.ApplyDefaultSchedule(*cpu_rules()))
+    if options.default_schedules:
+        passes.append(dlight.ApplyDefaultSchedule(*default_rules(target)))
+    elif "gpu" in target.keys:  # GPU kernels cannot run unscheduled: TVM's own rules bind them to threads
+        passes.append(dlight.ApplyDefaultSchedule(*stock_gpu_rules()))
     # weight re-layouts the schedules asked for become separate functions on constants, folded at compile time
     passes += [
         relax.transform.SplitLayoutRewritePreproc(),

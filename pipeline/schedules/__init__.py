@@ -1,6 +1,7 @@
 """Default schedules per device family, applied to kernels the tuning database does not cover."""
 
 from .cpu import ConvLike, Elementwise
+from .gpu import DirectConv
 from .packed_conv import PackedConv
 
 
@@ -9,4 +10,26 @@ def cpu_rules() -> tuple:
     return (PackedConv(), ConvLike(), Elementwise())
 
 
-__all__ = ["cpu_rules"]
+def stock_gpu_rules() -> tuple:
+    """dlight's GPU rules as TVM ships them: every GPU kernel must be bound to threads, tuned or not."""
+    from tvm.s_tir import dlight
+
+    return (dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction(),
+            dlight.gpu.Fallback())
+
+
+def gpu_rules() -> tuple:
+    """First match wins: convs and pools get DirectConv; dlight's rules take matmuls, reductions and the rest."""
+    return (DirectConv(), *stock_gpu_rules())
+
+
+def default_rules(target) -> tuple:
+    """The rules for ``target``'s family: CPU (llvm) or GPU (any target with the "gpu" key)."""
+    if target.kind.name == "llvm":
+        return cpu_rules()
+    if "gpu" in target.keys:
+        return gpu_rules()
+    raise ValueError(f"no default schedules for target kind '{target.kind.name}'")
+
+
+__all__ = ["cpu_rules", "default_rules", "gpu_rules", "stock_gpu_rules"]
