@@ -4,6 +4,7 @@
         model.so                            the compiled model (carries its signature)
         bin/atrous-run  bin/atrous-rpc-server
         lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_runtime_extra.so  lib/libtvm_ffi.so
+        lib/libtvm_runtime_cuda.so  lib/libcudart.so.13   CUDA models only
         golden/input0.npy ...               seeded inputs, in call order
         golden/expected0.npy ...            PyTorch's outputs for them, in return order
         run.sh                              runs the model on the golden inputs and checks it (exit 1 on mismatch)
@@ -22,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact as art
-from .runtime_build import RuntimeBuild, build_runtime
+from .runtime_build import CUDA_LIBS, RuntimeBuild, build_runtime
 
 STAMP = ".stamp"
 
@@ -55,9 +56,20 @@ def run_script(meta: art.Meta, tolerance) -> str:
     ])
 
 
+def is_cuda(meta: art.Meta) -> bool:
+    return meta.target_json.get("kind") == "cuda"
+
+
+def shipped(meta: art.Meta, relative: str) -> bool:
+    """Whether a runtime file goes into this model's bundle (the CUDA libraries only with CUDA models)."""
+    return is_cuda(meta) or Path(relative).name not in CUDA_LIBS
+
+
 def readme(meta: art.Meta, runtime: RuntimeBuild) -> str:
-    sizes = runtime.size_bytes()
-    lines = [f"{meta.model} for {meta.target} ({runtime.arch}), built by atrous.", "",
+    sizes = {name: size for name, size in runtime.size_bytes().items() if shipped(meta, name)}
+    needs = ([f"Needs an NVIDIA GPU that runs {meta.target_json['arch']} code and its driver (>= 580, CUDA 13; the",
+              "bundle carries libcudart). Without one, ./run.sh says what is missing.", ""] if is_cuda(meta) else [])
+    lines = [f"{meta.model} for {meta.target} ({runtime.arch}), built by atrous.", "", *needs,
              "Run on the device (no Python or compiler needed there):", "",
              "    ./run.sh              # checks the outputs against PyTorch's",
              "    ./run.sh --repeat 20  # and prints latency", "",
@@ -77,8 +89,7 @@ def readme(meta: art.Meta, runtime: RuntimeBuild) -> str:
 def make_bundle(artifact: art.Artifact, tolerance, runtime: RuntimeBuild | None = None) -> Path:
     """Build (or reuse) ``artifact``'s bundle and its ``bundle.tar.gz``; returns the bundle directory."""
     meta = artifact.meta()
-    arch = meta.target_json.get("mtriple", "").split("-")[0] or None
-    runtime = runtime or build_runtime(arch, artifact.root.parent.parent)
+    runtime = runtime or build_runtime(_runtime_arch(meta), artifact.root.parent.parent)
     final = bundle_dir(artifact)
     stamp = f"{meta.fingerprint} {(runtime.root / 'stamp').read_text()} {tolerance}"
     if (final / STAMP).is_file() and (final / STAMP).read_text() == stamp:
@@ -87,7 +98,8 @@ def make_bundle(artifact: art.Artifact, tolerance, runtime: RuntimeBuild | None 
         root = stage.path
         shutil.copy2(artifact.library, root / "model.so")
         for sub in ("bin", "lib", "include"):
-            shutil.copytree(runtime.root / sub, root / sub, symlinks=True)
+            shutil.copytree(runtime.root / sub, root / sub, symlinks=True,
+                            ignore=lambda _, names: [n for n in names if not shipped(meta, n)])
         (root / "golden").mkdir()
         inputs, expected = artifact.load_golden()
         names_in, names_out = golden_files(meta)
@@ -102,6 +114,16 @@ def make_bundle(artifact: art.Artifact, tolerance, runtime: RuntimeBuild | None 
         stage.commit()
     _tar(final, artifact.root / "bundle.tar.gz", f"{meta.model}-{meta.target}")
     return final
+
+
+def _runtime_arch(meta: art.Meta) -> str:
+    """The CPU the bundle's runtime runs on: the preset's (a Jetson's GPU model has an aarch64 host)."""
+    from targets import TARGETS
+
+    if meta.target in TARGETS:
+        return TARGETS[meta.target].runtime_arch
+    host = meta.target_json.get("host") or meta.target_json
+    return str(host.get("mtriple", "")).split("-")[0] or None
 
 
 def _tar(directory: Path, path: Path, top: str) -> Path:

@@ -2,7 +2,8 @@
 
 Where is a ``--device`` string, or nothing:
 
-    (none)                    this machine if the target runs here, else the target's emulator (qemu-aarch64)
+    (none)                    this machine if the target runs here, else the target's emulator (qemu-aarch64);
+                              for a GPU target with this machine's CPU, its bundle's runner here (the GPU's)
     ssh://user@host[:port]    a board over ssh: the bundle is copied to a temporary directory there and run
     rpc://host:port[/key]     an atrous-rpc-server (or TVM's rpc_server) on the board, through TVM's RPC client
     tracker://host:port/key   a board registered with a TVM RPC tracker under ``key``
@@ -12,6 +13,7 @@ Emulated runs prove correctness only: their timings are labelled as such and nev
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import socket
@@ -33,7 +35,7 @@ RUN_TIMEOUT_S = 1800
 
 @dataclass(frozen=True)
 class Device:
-    kind: str  # local | emulator | ssh | rpc | tracker
+    kind: str  # local | emulator | bundle | ssh | rpc | tracker
     host: str = ""
     port: int = 0
     user: str = ""
@@ -43,6 +45,8 @@ class Device:
     def label(self) -> str:
         if self.kind in ("local", "emulator"):
             return self.kind
+        if self.kind == "bundle":
+            return "this machine's GPU"
         return f"{self.kind}://{self.user + '@' if self.user else ''}{self.host}:{self.port}"
 
     @property
@@ -55,6 +59,8 @@ def parse_device(spec: str | None, preset) -> Device:
     if not spec:
         if preset.runs_here:
             return Device("local")
+        if not preset.emulator and preset.runtime_arch == os.uname().machine and preset.family == "cuda":
+            return Device("bundle")  # the on-device runtime says clearly if there is no GPU or driver
         if not preset.emulator:
             raise DeviceError(f"target '{preset.name}' does not run on this machine and has no emulator; "
                               "pass --device ssh://user@host or rpc://host:port")
@@ -82,7 +88,10 @@ def run_on_device(artifact: art.Artifact, preset, device: Device, inputs: dict) 
         return run_over_rpc(artifact, device, inputs)[0]
     bundle = make_bundle(artifact, preset.tolerance)
     if device.kind == "emulator":
-        return _run_emulated(bundle, artifact.meta(), preset, inputs)
+        return _run_bundle(bundle, artifact.meta(), emulator_command(preset), inputs,
+                           f"{preset.emulator[0]} (emulated {preset.name})")
+    if device.kind == "bundle":
+        return _run_bundle(bundle, artifact.meta(), [], inputs, "this machine")
     return _run_ssh(bundle, artifact.meta(), device, inputs)
 
 
@@ -118,13 +127,14 @@ def _check(done: subprocess.CompletedProcess, where: str) -> None:
         raise DeviceError(f"the model failed on {where}: {text[-1]}")
 
 
-def _run_emulated(bundle: Path, meta: art.Meta, preset, inputs: dict) -> dict[str, np.ndarray]:
-    with tempfile.TemporaryDirectory(prefix="atrous-emu-") as tmp:
+def _run_bundle(bundle: Path, meta: art.Meta, prefix: list[str], inputs: dict, where: str) -> dict[str, np.ndarray]:
+    """Run the bundle's runner here (``prefix``: the emulator, or nothing) on ``inputs``."""
+    with tempfile.TemporaryDirectory(prefix="atrous-run-") as tmp:
         work = Path(tmp)
-        command = emulator_command(preset) + [str(bundle / "bin" / "atrous-run"), str(bundle / "model.so")]
+        command = prefix + [str(bundle / "bin" / "atrous-run"), str(bundle / "model.so")]
         done = subprocess.run(command + _runner_args(meta, inputs, work), capture_output=True, text=True,
                               timeout=RUN_TIMEOUT_S)
-        _check(done, f"{preset.emulator[0]} (emulated {preset.name})")
+        _check(done, where)
         return _read_outputs(meta, work)
 
 

@@ -115,7 +115,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())
         outputs = tuple(art.TensorSpec.of(n, v) for n, v in expected.items())
         export(build(mod, preset, stage.path / "device"), stage.path / "model.so", preset,
-               signature_text(source.name, preset.name, inputs, outputs))
+               signature_text(source.name, preset.name, inputs, outputs, device_line(target_json)))
         _write_golden(stage.path, source.inputs, expected)
         meta = art.Meta(model=source.name, target=preset.name, target_json=target_json,
                         inputs=inputs, outputs=outputs,
@@ -125,6 +125,11 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         (stage.path / "meta.json").write_text(meta.to_json())
         stage.commit()
     return art.Artifact(final)
+
+
+def device_line(target_json: dict) -> str:
+    """The signature's device field: "" for CPU targets, "cuda sm_XX" for CUDA."""
+    return f"cuda {target_json['arch']}" if target_json.get("kind") == "cuda" else ""
 
 
 def _write_golden(root: Path, inputs: dict, expected: dict) -> None:

@@ -8,6 +8,7 @@ libraries are taken out of them. The result is an install tree that a board can 
     build/runtime/<arch>/
         bin/atrous-run  bin/atrous-rpc-server      (RPATH $ORIGIN/../lib: no LD_LIBRARY_PATH needed)
         lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_runtime_extra.so  lib/libtvm_ffi.so
+        lib/libtvm_runtime_cuda.so  lib/libcudart.so.13   (loaded only for CUDA models; bundles of others omit them)
         include/atrous/atrous.h
         tests/atrous-capi-test                     (not shipped in bundles)
         stamp                                      (what it was built from; a rebuild happens when it changes)
@@ -48,10 +49,14 @@ ARCHES = {
                     ("manylinux_2_28_aarch64", "manylinux_2_24_aarch64", "manylinux2014_aarch64")),
 }
 
-# What each library is called inside its wheel.
-# libtvm_runtime_extra holds what remote measurement calls on the device (random fill of arguments, ...).
-WHEEL_LIBS = {"apache-tvm": ("tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtime_extra.so"),
-              "apache-tvm-ffi": ("tvm_ffi/lib/libtvm_ffi.so",)}
+# What each library is called inside its wheel (and under site-packages).
+# libtvm_runtime_extra holds what remote measurement calls on the device (random fill of arguments, ...);
+# libtvm_runtime_cuda is TVM's CUDA device API and cubin loader, which links libcudart.so.13.
+WHEEL_LIBS = {"apache-tvm": ("tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtime_extra.so",
+                             "tvm/lib/libtvm_runtime_cuda.so"),
+              "apache-tvm-ffi": ("tvm_ffi/lib/libtvm_ffi.so",),
+              "nvidia-cuda-runtime": ("nvidia/cu13/lib/libcudart.so.13",)}
+CUDA_LIBS = ("libtvm_runtime_cuda.so", "libcudart.so.13")
 
 
 @dataclass(frozen=True)
@@ -115,12 +120,14 @@ def _wheel_libs(arch: Arch, cache: Path) -> Path:
     return cache
 
 
-def _tvm_libs(arch: Arch, root: Path) -> tuple[Path, Path]:
-    """(directory with libtvm_runtime.so, directory with libtvm_ffi.so) for ``arch``."""
+def _wheel_lib_paths(arch: Arch, root: Path) -> dict[str, Path]:
+    """File name -> path of every library in WHEEL_LIBS for ``arch`` (installed packages for this machine's)."""
+    members = [lib for libs in WHEEL_LIBS.values() for lib in libs]
     if arch.name == host_arch():
-        return _site_package("tvm") / "lib", _site_package("tvm_ffi") / "lib"
+        site = _site_package("tvm").parent
+        return {Path(m).name: site / m for m in members}
     cache = _wheel_libs(arch, root / f"tvm-{arch.name}")
-    return cache, cache
+    return {Path(m).name: cache / Path(m).name for m in members}
 
 
 def _stamp(arch: Arch) -> str:
@@ -156,7 +163,8 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
         _require(arch.compiler, " ".join(arch.packages))
     else:
         _require("c++", "g++")
-    tvm_lib, ffi_lib = _tvm_libs(arch, base)
+    libs = _wheel_lib_paths(arch, base)
+    tvm_lib, ffi_lib = libs["libtvm_runtime.so"].parent, libs["libtvm_ffi.so"].parent
     with art.staged(final) as stage:
         work = stage.path / "cmake-build"
         configure = [cmake, "-S", str(RUNTIME_SRC), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release",
@@ -172,8 +180,8 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
              f"building the {name} runtime")
         _run([cmake, "--install", str(work)], f"installing the {name} runtime")
         shutil.rmtree(work)
-        for lib in (tvm_lib / "libtvm_runtime.so", tvm_lib / "libtvm_runtime_extra.so", ffi_lib / "libtvm_ffi.so"):
-            shutil.copy2(lib, stage.path / "lib" / lib.name)
+        for file_name, lib in libs.items():
+            shutil.copy2(lib, stage.path / "lib" / file_name)
         (stage.path / "stamp").write_text(stamp)
         stage.commit()
     return RuntimeBuild(final, name)

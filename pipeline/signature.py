@@ -22,9 +22,11 @@ def _dims(shape) -> str:
     return "x".join(str(int(d)) for d in shape) if len(shape) else "scalar"
 
 
-def signature_text(model: str, target: str, inputs, outputs) -> str:
-    """``inputs``/``outputs``: sequences of ``TensorSpec`` (name, shape, dtype) in call/return order."""
+def signature_text(model: str, target: str, inputs, outputs, device: str = "") -> str:
+    """``inputs``/``outputs``: sequences of ``TensorSpec`` (name, shape, dtype) in call/return order;
+    ``device``: where the kernels run when not on the CPU, e.g. ``"cuda sm_87"``."""
     lines = [VERSION_LINE, f"model {_encode(model)}", f"target {_encode(target)}"]
+    lines += [f"device {device}"] if device else []
     lines += [f"input {_encode(s.name)} {s.dtype} {_dims(s.shape)}" for s in inputs]
     lines += [f"output {_encode(s.name)} {s.dtype} {_dims(s.shape)}" for s in outputs]
     return "\n".join(lines) + "\n"

@@ -1,5 +1,5 @@
 // The C API of atrous.h over the TVM runtime: load a compiled model library, read the signature it carries,
-// and run its Relax VM on the CPU.
+// and run its Relax VM on the device the signature names (the CPU, or a CUDA GPU: cuda_device.cc).
 #include "atrous/atrous.h"
 
 #include <dlfcn.h>
@@ -22,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "cuda_device.h"
 #include "signature.h"
 
 #ifndef ATROUS_VERSION
@@ -39,14 +40,6 @@ int Fail(const std::string& message) {
   return -1;
 }
 
-struct CPUAlloc {
-  void AllocData(DLTensor* t) {
-    size_t bytes = ffi::GetDataSize(*t);
-    t->data = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
-    if (t->data == nullptr) throw std::bad_alloc();
-  }
-  void FreeData(DLTensor* t) { std::free(t->data); }
-};
 
 std::optional<DLDataType> ParseDtype(const std::string& name) {
   static const std::map<std::string, DLDataType> known = {
@@ -74,9 +67,20 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
 
 }  // namespace
 
+// TVM's device-generic tensor functions (the same ones its Python API uses): allocation on any device and
+// copies between host memory and a tensor on it.
+struct TensorOps {
+  ffi::Function alloc = ffi::Function::GetGlobalRequired("runtime.TVMTensorAllocWithScope");
+  ffi::Function copy_from = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyFromBytes");
+  ffi::Function copy_to = ffi::Function::GetGlobalRequired("runtime.TVMTensorCopyToBytes");
+  ffi::Function sync = ffi::Function::GetGlobalRequired("runtime.Device_StreamSync");
+};
+
 struct atrous_model {
   std::string path;
   atrous::Signature sig;
+  DLDevice device{kDLCPU, 0};
+  std::optional<TensorOps> ops;
   std::vector<DLDataType> in_dtypes, out_dtypes;
   std::optional<ffi::Module> library;  // kept alive: the VM's code lives in it
   std::optional<ffi::Module> vm;
@@ -121,6 +125,14 @@ atrous_model* atrous_load(const char* path) {
            nullptr;
   }
   if (!parsed) return Fail(std::string(path) + ": bad atrous signature: " + problem), nullptr;
+  if (model->sig.device == "cuda") {
+    if (!atrous::PrepareCuda(model->sig.device_arch, &problem)) return Fail(std::string(path) + ": " + problem), nullptr;
+    model->device = DLDevice{kDLCUDA, 0};
+  } else if (model->sig.device != "cpu") {
+    return Fail(std::string(path) + ": compiled for device '" + model->sig.device +
+                "', which this runtime does not support (it runs cpu and cuda models)"),
+           nullptr;
+  }
   for (auto* group : {&model->sig.inputs, &model->sig.outputs}) {
     for (const auto& t : *group) {
       auto dtype = ParseDtype(t.dtype);
@@ -136,8 +148,15 @@ atrous_model* atrous_load(const char* path) {
     auto init = (*model->vm)->GetFunction("vm_initialization");
     auto main = (*model->vm)->GetFunction("main");
     if (!init || !main) return Fail(std::string(path) + ": the VM has no main function"), nullptr;
-    (*init)(static_cast<int>(kDLCPU), 0, 2 /* pooled allocator */);
+    constexpr int kPooled = 2;
+    if (model->device.device_type == kDLCPU) {
+      (*init)(static_cast<int>(kDLCPU), 0, kPooled);
+    } else {  // the VM runs shape computations on the host: the CPU comes last
+      (*init)(static_cast<int>(model->device.device_type), model->device.device_id, kPooled,
+              static_cast<int>(kDLCPU), 0, kPooled);
+    }
     model->main = *main;
+    model->ops.emplace();
   } catch (const std::exception& err) {
     return Fail(std::string(path) + ": TVM could not load the model: " + err.what()), nullptr;
   }
@@ -204,12 +223,13 @@ int atrous_set_input(atrous_model* model, const char* name, const void* data, si
                 "of the compiled shape");
   }
   try {
-    ffi::Tensor t = ffi::Tensor::FromNDAlloc(CPUAlloc(), ffi::Shape(sig.shape.begin(), sig.shape.end()), dtype,
-                                             DLDevice{kDLCPU, 0});
-    std::memcpy(t.data_ptr(), data, nbytes);
-    model->inputs[index] = t;
+    if (!model->inputs[index]) {  // allocated once on the model's device, refilled by later calls
+      model->inputs[index] = model->ops->alloc(ffi::Shape(sig.shape.begin(), sig.shape.end()), dtype,
+                                               model->device, nullptr).cast<ffi::Tensor>();
+    }
+    model->ops->copy_from(*model->inputs[index], const_cast<void*>(data), static_cast<int64_t>(nbytes));
   } catch (const std::exception& err) {
-    return Fail(std::string("could not allocate input '") + name + "': " + err.what());
+    return Fail(std::string("could not set input '") + name + "': " + err.what());
   }
   return 0;
 }
@@ -241,6 +261,8 @@ int atrous_run(atrous_model* model) {
                   std::to_string(model->sig.outputs.size()));
     }
     model->outputs = std::move(outputs);
+    // the call returns once kernels are queued; the C API promises finished outputs
+    if (model->device.device_type != kDLCPU) model->ops->sync(model->device, nullptr);
   } catch (const std::exception& err) {
     return Fail(std::string("run failed: ") + err.what());
   }
@@ -260,8 +282,12 @@ int atrous_get_output(const atrous_model* model, int index, void* data, size_t n
     return Fail("output '" + model->sig.outputs[index].name + "' is " + std::to_string(have) + " bytes, got a " +
                 std::to_string(nbytes) + "-byte buffer");
   }
-  if (!t.IsContiguous() || t.device().device_type != kDLCPU) return Fail("output is not a dense CPU tensor");
-  std::memcpy(data, static_cast<const char*>(t.data_ptr()) + t.byte_offset(), nbytes);
+  if (!t.IsContiguous()) return Fail("output is not a dense tensor");
+  try {
+    model->ops->copy_to(t, data, static_cast<int64_t>(nbytes));
+  } catch (const std::exception& err) {
+    return Fail(std::string("could not read output '") + model->sig.outputs[index].name + "': " + err.what());
+  }
   return 0;
 }
 

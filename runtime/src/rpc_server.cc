@@ -7,6 +7,7 @@
 // (`python -m tvm.exec.rpc_tracker`, `tvm.rpc.connect_tracker(...).request(KEY)`) work with it: the handshake and
 // tracker registration are done here, and each session is handed to the TVM runtime's `rpc.ServerLoop` in a
 // forked child that works in its own temporary directory (uploads land there; it is removed afterwards).
+#include <dlfcn.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -322,6 +323,11 @@ int main(int argc, char** argv) {
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
+  // CUDA models: TVM's CUDA device API comes from libtvm_runtime_cuda.so (in lib/ beside this server), which
+  // needs the NVIDIA driver; on a board without one the server serves the CPU only.
+  bool cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL) != nullptr &&
+              dlopen("libtvm_runtime_cuda.so", RTLD_NOW | RTLD_GLOBAL) != nullptr;
+  Log(cuda ? "devices: cpu, cuda" : "devices: cpu (no NVIDIA driver or no libtvm_runtime_cuda.so)");
   int listener = Listen(o.host, o.port);
   Log("listening on " + o.host + ":" + std::to_string(o.port) +
       (o.tracker_host.empty() ? "" : ", tracker " + o.tracker_host + ":" + std::to_string(o.tracker_port)) +

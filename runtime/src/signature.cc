@@ -49,6 +49,13 @@ bool ParseSignature(const std::string& text, Signature* out, std::string* proble
     std::istringstream fields(line);
     std::string kind, name, dtype, shape, extra;
     fields >> kind >> name;
+    if (kind == "device") {  // device <kind> [<arch>]: where the kernels run (absent: the CPU)
+      out->device = name;
+      fields >> out->device_arch;
+      if (!name.empty() && !(fields >> extra)) continue;
+      *problem = "malformed line '" + line + "'";
+      return false;
+    }
     if (kind == "model" || kind == "target") {
       if (Decode(name, kind == "model" ? &out->model : &out->target)) continue;
       *problem = "malformed line '" + line + "'";

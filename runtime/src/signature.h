@@ -3,6 +3,7 @@
 //   atrous-signature 1
 //   model <name>
 //   target <preset>
+//   device <kind> <arch>                   (optional; absent means the CPU; e.g. "device cuda sm_87")
 //   input <name> <dtype> <d0>x<d1>x...     (one line per input, in call order; "scalar" for rank 0)
 //   output <name> <dtype> <d0>x<d1>x...    (one line per output, in return order)
 //
@@ -25,6 +26,8 @@ struct TensorSig {
 struct Signature {
   std::string model;
   std::string target;
+  std::string device = "cpu";  // cpu | cuda
+  std::string device_arch;     // cuda: sm_XX the kernels were compiled for
   std::vector<TensorSig> inputs;
   std::vector<TensorSig> outputs;
 };
