@@ -10,9 +10,11 @@ PYTEST_ARGS ?=
 TRIALS ?= 64
 
 ARM_DEVICES := rpi4 rpi5 jetson-orin-cpu aarch64
+CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-layers $(ARM_DEVICES) runtime-host runtime-aarch64
+.PHONY: all run test venv sysdeps list clean help bench bench-layers $(ARM_DEVICES) $(CUDA_DEVICES) gpu-pack \
+        runtime-host runtime-aarch64
 all: run
 
 help:
@@ -22,6 +24,8 @@ help:
 	@echo "make bench [MODELS=a,b]                                             zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make rpi4|rpi5|jetson-orin-cpu|aarch64 [MODEL=...] [DEVICE=ssh://pi@host]  cross-compile, bundle, verify"
+	@echo "make jetson-orin|h100|a100|rtx4090|... [MODEL=...] [DEVICE=...]     compile + bundle for a GPU; verify on its GPU"
+	@echo "make gpu-pack [GPU=h100] [MODELS=a,b] [GPU_PRESET=tiny]            bundles + gpu_check.py for a GPU machine"
 	@echo "make runtime-host | runtime-aarch64                                 build the on-device runtime library"
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
@@ -67,6 +71,21 @@ bench-layers: venv
 # ARM boards: cross-compile, package build/<model>/<device>/bundle, and verify under qemu (or on DEVICE).
 $(ARM_DEVICES): venv
 	$(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE))
+
+# NVIDIA GPUs: compile (device code by NVRTC, no GPU needed) and bundle; verify runs where the GPU is: this
+# machine for x86_64 cards (a clear error if it has none), DEVICE=ssh://... for a Jetson.
+$(CUDA_DEVICES): venv
+	$(BIN)/atrous compile $(MODEL) --preset $(PRESET) --target $@ --bundle
+	@if [ -n "$(DEVICE)" ] || { [ "$@" != jetson-orin ] && [ "$@" != jetson-xavier ] && [ -e /dev/nvidiactl ]; }; then \
+	  $(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
+	else echo "no GPU for $@ here: copy the bundle to the device and run ./run.sh (or make gpu-pack GPU=$@)"; fi
+
+# The GPU check: zoo bundles + runtime/gpu_check.py in build/gpu-check/<target>, run with plain Python + PyTorch
+# on the GPU machine (python3 gpu_check.py), which writes results.md.
+GPU ?= h100
+GPU_PRESET ?= tiny
+gpu-pack: venv
+	$(BIN)/python -m pipeline.gpupack --target $(GPU) $(if $(MODELS),--models $(MODELS)) --preset $(GPU_PRESET)
 
 runtime-host: venv
 	$(BIN)/atrous runtime

@@ -147,8 +147,10 @@ def cmd_verify(args) -> int:
 
 def _require_local(preset, job: str) -> None:
     if not preset.runs_here:
+        where = (f"make gpu-pack GPU={preset.name}, then python3 gpu_check.py on the GPU machine"
+                 if preset.family == "cuda" else "bundle/run.sh --repeat 20 on the device")
         raise AtrousError(f"'{job}' times the model on this machine, which cannot run '{preset.name}' natively "
-                          "(emulated timings mean nothing); run bundle/run.sh --repeat 20 on the device instead")
+                          f"(emulated timings mean nothing); run {where} instead")
 
 
 def cmd_bench(args) -> int:
