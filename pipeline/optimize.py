@@ -8,7 +8,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps, PartitionBorders
+from .passes import DropDeadTaps, PartitionBorders, WidenRows
 
 
 @dataclass(frozen=True)
@@ -17,22 +17,25 @@ class OptimizeOptions:
 
     ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
     ``partition_borders``: split dilated convs into output bands over their live taps (exact; passes/border_bands.py).
+    ``widen_rows``: on CPU targets, pad conv rows to whole register tiles and crop back (exact;
+    passes/widen_rows.py).
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
     database: Path | None = None
     drop_dead_taps: bool = True
     partition_borders: bool = True
+    widen_rows: bool = True
     default_schedules: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
         return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
-                "default_schedules": self.default_schedules}
+                "widen_rows": self.widen_rows, "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off: the dilation suite runs with each one alone on.
-REWRITES = ("drop_dead_taps", "partition_borders")
+REWRITES = ("drop_dead_taps", "partition_borders", "widen_rows")
 
 
 def inference_passes() -> list:
@@ -49,6 +52,11 @@ def dilation_passes(options: OptimizeOptions) -> list:
         DropDeadTaps() if options.drop_dead_taps else off,
         PartitionBorders() if options.partition_borders else off,
     ]
+
+
+def tiling_passes(options: OptimizeOptions) -> list:
+    """Shape the graph for the schedules' tiles (CPU targets only; exact)."""
+    return [WidenRows() if options.widen_rows else tvm.transform.Sequential([])]
 
 
 def lowering_passes() -> list:
@@ -94,6 +102,8 @@ def graph_passes(options: OptimizeOptions) -> list:
         # Phase: dilation-aware rewrites (exact: every output bit unchanged)
         + dilation_passes(options)
         + [relax.transform.FoldConstant()]
+        # Phase: rows widened to whole register tiles (CPU), cropped back after the conv
+        + tiling_passes(options)
         # Phase: lowering to fused TensorIR functions
         + lowering_passes()
     )

@@ -90,3 +90,22 @@ def test_partially_live_rate_12_on_17x17_splits_into_nine_band_convs():
 def test_small_saving_keeps_the_conv_whole():
     module = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2).eval()
     assert len(_convs(module, (1, 8, 17, 17), passes=(DropDeadTaps(), PartitionBorders()))) == 1
+
+
+def test_rows_widened_to_whole_tiles_on_cpu_only_and_cropped_back():
+    from pipeline.passes import WidenRows
+    from pipeline.passes.widen_rows import widened
+
+    assert [widened(w) for w in (17, 33, 65, 129, 18, 5)] == [18, 36, 66, 132, 18, 5]
+    dense = torch.nn.Conv2d(8, 16, 3, padding=2, dilation=2, stride=1).eval()
+    with tvm.target.Target("llvm"):
+        (conv,) = _convs(dense, (1, 8, 17, 17), passes=(WidenRows(),))
+    assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 3]  # one more column of right padding: 18 wide
+    assert [int(d) for d in conv.ty.shape.values] == [1, 16, 17, 18]
+    with tvm.target.Target("cuda"):
+        (conv,) = _convs(dense, (1, 8, 17, 17), passes=(WidenRows(),))
+    assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 2]  # GPU schedules tile differently: untouched
+    depthwise = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16).eval()
+    with tvm.target.Target("llvm"):
+        (conv,) = _convs(depthwise, (1, 16, 17, 17), passes=(WidenRows(),))
+    assert [int(p) for p in conv.attrs.padding] == [1, 1, 1, 1]  # depthwise rows are vectorised, not tiled
