@@ -97,11 +97,15 @@ def test_rows_widened_to_whole_tiles_on_cpu_only_and_cropped_back():
     from pipeline.passes.widen_rows import widened
 
     assert [widened(w) for w in (17, 33, 65, 129, 18, 5)] == [18, 36, 66, 132, 18, 5]
+    from pipeline.schedules.packed_conv import register_budget, register_tile, vector_lanes
+
     dense = torch.nn.Conv2d(8, 16, 3, padding=2, dilation=2, stride=1).eval()
-    with tvm.target.Target("llvm"):
+    with tvm.target.Target("llvm") as cpu:
         (conv,) = _convs(dense, (1, 8, 17, 17), passes=(WidenRows(),))
-    assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 3]  # one more column of right padding: 18 wide
-    assert [int(d) for d in conv.ty.shape.values] == [1, 16, 17, 18]
+        pixels, _ = register_tile(None, 16, vector_lanes(cpu), register_budget(cpu, 3))
+    wide = int(conv.ty.shape.values[-1])
+    assert wide % pixels == 0 and 17 < wide < 17 + pixels  # the next whole number of tiles
+    assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 2 + wide - 17]  # made of right padding
     with tvm.target.Target("cuda"):
         (conv,) = _convs(dense, (1, 8, 17, 17), passes=(WidenRows(),))
     assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 2]  # GPU schedules tile differently: untouched

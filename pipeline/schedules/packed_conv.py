@@ -63,10 +63,10 @@ def _weight_read(sch, block, f_var, rc_var, packable: set[str]):
     return None
 
 
-def register_tile(width: int, channels: int, lanes: int, registers: int = 16) -> tuple[int, int] | None:
+def register_tile(width: int | None, channels: int, lanes: int, registers: int = 16) -> tuple[int, int] | None:
     """(output pixels, output channels) of the accumulator tile, or None when channels do not fill a vector.
 
-    The pixel count divides the row exactly: a bounds check inside the tile stops LLVM from keeping the
+    The pixel count divides the row exactly (``width`` None: the best tile for a row of any length): a bounds check inside the tile stops LLVM from keeping the
     accumulators in registers (measured 5-9x slower on 17- and 33-wide rows). The tile must fit the register file
     with its operands: ``pixels x vectors`` accumulators, ``vectors`` weight loads and a broadcast input (x86
     with AVX2 has 16 vector registers; a tile of 3 x 4 vectors spilled to the stack). Among the tiles that fit,
@@ -76,8 +76,8 @@ def register_tile(width: int, channels: int, lanes: int, registers: int = 16) ->
     for vectors in range(1, MAX_F_VECTORS + 1):
         if channels % (vectors * lanes):
             continue
-        for pixels in range(1, min(MAX_X_TILE, width) + 1):
-            if width % pixels or pixels * vectors + vectors + 2 > registers:
+        for pixels in range(1, min(MAX_X_TILE, width or MAX_X_TILE) + 1):
+            if (width and width % pixels) or pixels * vectors + vectors + 2 > registers:
                 continue
             if best is None or pixels * vectors > best[0] * best[1] // lanes:
                 best = (pixels, vectors * lanes)
@@ -89,6 +89,13 @@ def vector_registers(target) -> int:
     if codegen.llvm_cpu_has_features("avx512f", target) or "aarch64" in str(target.attrs.get("mtriple", "")):
         return 32
     return 16
+
+
+def register_budget(target, kernel_width: int) -> int:
+    """Vector registers a tile may take. LLVM unrolls a kernel row of more than one tap and interleaves the
+    copies, which needs spare registers: without them the accumulators spill (measured on znver3, 2 threads, a
+    256->256 3x3 conv at 24x24: 6x2-vector tile 17.4 ms, 4x2 11.4 ms; a 1x1 conv 1024->256: 6x2 4.6 ms, 4x2 5.2)."""
+    return vector_registers(target) - (4 if kernel_width > 1 else 0)
 
 
 class PackedConv(ScheduleRule):
@@ -122,7 +129,7 @@ class PackedConv(ScheduleRule):
         width = _extent(sch, spatial[-1])
         if weight is None or not channels or not width or (in_channels or 0) < MIN_IN_CHANNELS:
             return None
-        tile = register_tile(width, channels, lanes, vector_registers(target))
+        tile = register_tile(width, channels, lanes, register_budget(target, _extent(sch, reduce[-1]) or 1))
         if tile is None:
             return None
         x_tile, lanes_f = tile
