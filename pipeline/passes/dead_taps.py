@@ -17,7 +17,7 @@ from tvm import relax
 
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
-from .mutate import rewrite_functions
+from .mutate import constant_conv, conv_op, rewrite_functions
 
 
 def _reads_input(t: int, size: int, out: int, stride: int, dilation: int, pad_lo: int) -> bool:
@@ -52,9 +52,6 @@ def _crop_axis(size, kernel, stride, dilation, pad_lo, pad_hi):
     return t0, t1, lo, hi, 1 if t0 == t1 else dilation
 
 
-_LAYOUTS = {"relax.nn.conv2d": ("NCHW", "OIHW", 2), "relax.nn.conv1d": ("NCW", "OIW", 1)}
-
-
 @mutator
 class _Rewriter(PyExprMutator):
     def __init__(self, mod):
@@ -66,18 +63,12 @@ class _Rewriter(PyExprMutator):
         return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
-        name = getattr(call.op, "name", None)
-        if name not in _LAYOUTS:
-            return super().visit_call_(call)
-        rewritten = self._rewrite(call, *_LAYOUTS[name])
+        ndim = constant_conv(call)
+        rewritten = self._rewrite(call, ndim) if ndim else None
         return rewritten if rewritten is not None else super().visit_call_(call)
 
-    def _rewrite(self, call, data_layout, kernel_layout, ndim):
+    def _rewrite(self, call, ndim):
         attrs, (data, weight) = call.attrs, call.args
-        if attrs.data_layout != data_layout or attrs.kernel_layout != kernel_layout:
-            return None
-        if not isinstance(weight, tvm.ir.expr.GenericConst):
-            return None
         shape = [int(d) for d in data.ty.shape.values]
         kernel = weight.value.numpy()
         pads = [int(p) for p in attrs.padding]
@@ -96,10 +87,10 @@ class _Rewriter(PyExprMutator):
                 lo.append(new_lo), hi.append(new_hi), dilation.append(new_dilation)
         cropped = np.ascontiguousarray(kernel[tuple(index)])
         self.dropped += int(np.prod(kernel.shape[2:]) - np.prod(cropped.shape[2:]))
-        op = relax.op.nn.conv2d if ndim == 2 else relax.op.nn.conv1d
-        return op(self.visit_expr(data), relax.const(cropped), strides=[int(s) for s in attrs.strides],
-                  padding=lo + hi, dilation=dilation, groups=int(attrs.groups), data_layout=data_layout,
-                  kernel_layout=kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype or None)
+        return conv_op(ndim)(self.visit_expr(data), relax.const(cropped), strides=[int(s) for s in attrs.strides],
+                             padding=lo + hi, dilation=dilation, groups=int(attrs.groups),
+                             data_layout=attrs.data_layout, kernel_layout=attrs.kernel_layout,
+                             out_layout=attrs.out_layout, out_dtype=attrs.out_dtype or None)
 
 
 @tvm.transform.module_pass(opt_level=0, name="DropDeadTaps")

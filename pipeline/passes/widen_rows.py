@@ -20,9 +20,8 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from ..schedules.packed_conv import MIN_IN_CHANNELS, register_budget, register_tile, vector_lanes
-from .mutate import rewrite_functions
+from .mutate import constant_conv, conv_op, rewrite_functions
 
-_LAYOUTS = {"relax.nn.conv2d": ("NCHW", "OIHW", 2), "relax.nn.conv1d": ("NCW", "OIW", 1)}
 
 
 def widened(width: int, tile: int = 6) -> int:
@@ -42,18 +41,12 @@ class _Rewriter(PyExprMutator):
         return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
-        name = getattr(call.op, "name", None)
-        if name not in _LAYOUTS:
-            return super().visit_call_(call)
-        rewritten = self._rewrite(call, *_LAYOUTS[name])
+        ndim = constant_conv(call)
+        rewritten = self._rewrite(call, ndim) if ndim and int(call.attrs.groups) == 1 else None
         return rewritten if rewritten is not None else super().visit_call_(call)
 
-    def _rewrite(self, call, data_layout, kernel_layout, ndim):
+    def _rewrite(self, call, ndim):
         attrs, (data, weight) = call.attrs, call.args
-        if attrs.data_layout != data_layout or attrs.kernel_layout != kernel_layout or int(attrs.groups) != 1:
-            return None
-        if not isinstance(weight, tvm.ir.expr.GenericConst):
-            return None
         out_shape = [int(d) for d in call.ty.shape.values]
         out_channels, in_channels, *kernel = (int(d) for d in weight.value.shape)
         width = out_shape[-1]
@@ -65,11 +58,10 @@ class _Rewriter(PyExprMutator):
         extra = widened(width, tile[0]) - width
         pads = [int(p) for p in attrs.padding]
         pads[-1] += extra * int(attrs.strides[-1])
-        op = relax.op.nn.conv2d if ndim == 2 else relax.op.nn.conv1d
-        wide = self.builder_.emit(op(self.visit_expr(data), weight, strides=[int(s) for s in attrs.strides],
-                                     padding=pads, dilation=[int(d) for d in attrs.dilation], groups=1,
-                                     data_layout=data_layout, kernel_layout=kernel_layout,
-                                     out_layout=attrs.out_layout, out_dtype=attrs.out_dtype or None))
+        wide = self.builder_.emit(conv_op(ndim)(
+            self.visit_expr(data), weight, strides=[int(s) for s in attrs.strides], padding=pads,
+            dilation=[int(d) for d in attrs.dilation], groups=1, data_layout=attrs.data_layout,
+            kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype=attrs.out_dtype or None))
         self.widened += 1
         return relax.op.strided_slice(wide, axes=[len(out_shape) - 1], begin=[0], end=[width])
 

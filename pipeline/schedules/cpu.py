@@ -89,13 +89,18 @@ def _has_root(sch) -> bool:
         return False
 
 
-def single_reduction(func, target):
-    """(schedule, block) for a CPU kernel with exactly one reduction block, else None: what the conv rules take."""
-    if not isinstance(func, tirx.PrimFunc) or target.kind.name != "llvm":
+def reduction_block(func):
+    """(schedule, block) for a kernel with exactly one reduction block, else None: what the conv rules take."""
+    if not isinstance(func, tirx.PrimFunc):
         return None
     sch = s_tir.Schedule(func)
     reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
     return (sch, reductions[0]) if len(reductions) == 1 else None
+
+
+def single_reduction(func, target):
+    """``reduction_block`` for CPU (llvm) targets."""
+    return reduction_block(func) if target.kind.name == "llvm" else None
 
 
 class ConvLike(ScheduleRule):

@@ -20,26 +20,17 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from .cpu import _epilogue, _extent, _iter_kinds, _largest_divisor
+from .cpu import _epilogue, _extent, _iter_kinds, _largest_divisor, reduction_block
 
 F_TILE = 4
 THREADS = 128
-
-
-def _single_reduction(func, target):
-    if not isinstance(func, tirx.PrimFunc) or "gpu" not in target.keys:
-        return None
-    sch = s_tir.Schedule(func)
-    blocks = sch.get_child_blocks(sch.get_sblock("root"))
-    reductions = [b for b in blocks if tirx.IterVar.CommReduce in _iter_kinds(sch, b)]
-    return (sch, reductions[0]) if len(reductions) == 1 else None
 
 
 class DirectConv(ScheduleRule):
     """One thread per (pixel, F_TILE channels), register accumulators, padding and epilogue fused."""
 
     def apply(self, func, target, tunable):
-        found = _single_reduction(func, target)
+        found = reduction_block(func) if "gpu" in target.keys else None
         if found is None:
             return None
         sch, main = found
