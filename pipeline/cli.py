@@ -104,7 +104,12 @@ def cmd_tune(args) -> int:
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     database = Path(args.database) if args.database else None
     builder = runner = None
-    if args.device or not preset.runs_here:
+    # an x86_64 GPU preset measures on this machine's GPU (MetaSchedule's local runner), a Jetson through a tracker
+    local_gpu = not args.device and preset.family == "cuda" and preset.runtime_arch == os.uname().machine
+    if local_gpu and not os.path.exists("/dev/nvidiactl"):
+        raise AtrousError(f"tuning for '{preset.name}' measures candidates on its GPU, and this machine has no "
+                          "NVIDIA GPU driver; tune on the GPU machine, or pass --device tracker://HOST:PORT/KEY")
+    if args.device or not (preset.runs_here or local_gpu):
         from .device import parse_device
         from .measure import device_measurement
 

@@ -27,12 +27,18 @@ RUN_TIMEOUT_S = 30.0
 
 
 def build_candidate(mod, target, _params):
-    """MetaSchedule's default build, minus the tensor-intrinsic import (runs in the builder's worker)."""
+    """MetaSchedule's default build, minus the tensor-intrinsic import (runs in the builder's worker). CUDA
+    candidates get their device code from NVRTC ahead of time, as model builds do (pipeline/cuda.py)."""
     from tvm.driver import build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
-    return build(mod, target=target)
+    if target.kind.name != "cuda":
+        return build(mod, target=target)
+    from .cuda import compiling_for
+
+    with compiling_for(str(target.attrs["arch"]), "tuning candidate"):
+        return build(mod, target=target)
 
 
 def usable_cores() -> int:

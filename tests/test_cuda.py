@@ -195,3 +195,29 @@ def test_gpu_check_pack_carries_a_faithful_pytorch_reference_and_reports_a_missi
         row = gpu_check.check(bundle, repeat=1, rel_l2=1e-4)
         assert row["ok"] is False and "no NVIDIA driver" in row["error"][0]
         assert "| wavenet.tiny | no |" in gpu_check.markdown([row], "none", 1)
+
+
+def test_tuning_candidates_for_a_gpu_build_with_device_code(build_root):
+    """The builder half of GPU tuning (the measuring half needs the GPU): a CUDA candidate builds in
+    MetaSchedule's worker processes with NVRTC, as model builds do."""
+    import tvm
+    from tvm.s_tir import meta_schedule as ms
+
+    from pipeline import measure, tune
+    from pipeline.optimize import OptimizeOptions, apply_schedules
+
+    h100 = targets.get_target("h100")
+    target = h100.tvm_target()
+    lowered = tune.lowered_module(source.from_zoo("wavenet", "tiny"), h100, OptimizeOptions())
+    scheduled = apply_schedules(lowered, target, OptimizeOptions())
+    name = next(gv for gv, f in scheduled.functions_items()
+                if isinstance(f, tvm.tirx.PrimFunc) and "conv" in gv.name_hint)
+    candidate = tvm.IRModule({"main": scheduled[name].with_attr("global_symbol", "main")})
+    (result,) = measure.local_builder(workers=1).build([ms.builder.BuilderInput(candidate, target)])
+    assert result.error_msg is None, result.error_msg
+    import tarfile
+
+    with tarfile.open(result.artifact_path) as tar:  # the candidate carries a cubin for sm_90, not CUDA source
+        blobs = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+    assert b"cuda.module" in blobs or b"cubin" in blobs
+    assert b"__global__" not in blobs
