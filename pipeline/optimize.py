@@ -8,7 +8,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps, PartitionBorders, WidenRows
+from .passes import DropDeadTaps, PadToTiles, PartitionBorders
 
 
 @dataclass(frozen=True)
@@ -17,25 +17,25 @@ class OptimizeOptions:
 
     ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
     ``partition_borders``: split dilated convs into output bands over their live taps (exact; passes/border_bands.py).
-    ``widen_rows``: on CPU targets, pad conv rows to whole register tiles and crop back (exact;
-    passes/widen_rows.py).
+    ``pad_to_tiles``: on CPU targets, pad dense conv rows and output channels to whole register tiles and crop
+    back (exact; passes/tile_padding.py).
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
     database: Path | None = None
     drop_dead_taps: bool = True
     partition_borders: bool = True
-    widen_rows: bool = True
+    pad_to_tiles: bool = True
     default_schedules: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
         return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
-                "widen_rows": self.widen_rows, "default_schedules": self.default_schedules}
+                "pad_to_tiles": self.pad_to_tiles, "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off: the dilation suite runs with each one alone on.
-REWRITES = ("drop_dead_taps", "partition_borders", "widen_rows")
+REWRITES = ("drop_dead_taps", "partition_borders", "pad_to_tiles")
 
 
 def inference_passes() -> list:
@@ -56,7 +56,7 @@ def dilation_passes(options: OptimizeOptions) -> list:
 
 def tiling_passes(options: OptimizeOptions) -> list:
     """Shape the graph for the schedules' tiles (CPU targets only; exact)."""
-    return [WidenRows() if options.widen_rows else tvm.transform.Sequential([])]
+    return [PadToTiles() if options.pad_to_tiles else tvm.transform.Sequential([])]
 
 
 def lowering_passes() -> list:
@@ -102,7 +102,7 @@ def graph_passes(options: OptimizeOptions) -> list:
         # Phase: dilation-aware rewrites (exact: every output bit unchanged)
         + dilation_passes(options)
         + [relax.transform.FoldConstant()]
-        # Phase: rows widened to whole register tiles (CPU), cropped back after the conv
+        # Phase: convs padded to whole register tiles (CPU), cropped back after the conv
         + tiling_passes(options)
         # Phase: lowering to fused TensorIR functions
         + lowering_passes()

@@ -92,24 +92,31 @@ def test_small_saving_keeps_the_conv_whole():
     assert len(_convs(module, (1, 8, 17, 17), passes=(DropDeadTaps(), PartitionBorders()))) == 1
 
 
-def test_rows_widened_to_whole_tiles_on_cpu_only_and_cropped_back():
-    from pipeline.passes import WidenRows
-    from pipeline.passes.widen_rows import widened
+def test_convs_padded_to_whole_tiles_on_cpu_only_and_cropped_back():
+    from pipeline.passes import PadToTiles
+    from pipeline.passes.tile_padding import round_up
 
-    assert [widened(w) for w in (17, 33, 65, 129, 18, 5)] == [18, 36, 66, 132, 18, 5]
+    assert [round_up(w, 6) for w in (17, 33, 65, 129, 18, 5)] == [18, 36, 66, 132, 18, 5]
     from pipeline.schedules.packed_conv import register_budget, register_tile, vector_lanes
 
     dense = torch.nn.Conv2d(8, 16, 3, padding=2, dilation=2, stride=1).eval()
     with tvm.target.Target("llvm") as cpu:
-        (conv,) = _convs(dense, (1, 8, 17, 17), passes=(WidenRows(),))
+        (conv,) = _convs(dense, (1, 8, 17, 17), passes=(PadToTiles(),))
         pixels, _ = register_tile(None, 16, vector_lanes(cpu), register_budget(cpu, 3))
     wide = int(conv.ty.shape.values[-1])
     assert wide % pixels == 0 and 17 < wide < 17 + pixels  # the next whole number of tiles
     assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 2 + wide - 17]  # made of right padding
     with tvm.target.Target("cuda"):
-        (conv,) = _convs(dense, (1, 8, 17, 17), passes=(WidenRows(),))
+        (conv,) = _convs(dense, (1, 8, 17, 17), passes=(PadToTiles(),))
     assert [int(p) for p in conv.attrs.padding] == [2, 2, 2, 2]  # GPU schedules tile differently: untouched
     depthwise = torch.nn.Conv2d(16, 16, 3, padding=1, groups=16).eval()
     with tvm.target.Target("llvm"):
-        (conv,) = _convs(depthwise, (1, 16, 17, 17), passes=(WidenRows(),))
+        (conv,) = _convs(depthwise, (1, 16, 17, 17), passes=(PadToTiles(),))
     assert [int(p) for p in conv.attrs.padding] == [1, 1, 1, 1]  # depthwise rows are vectorised, not tiled
+    odd = torch.nn.Conv2d(8, 2058 // 49, 1).eval()  # 42 filters: not a whole number of vectors
+    with tvm.target.Target("llvm") as cpu:
+        (conv,) = _convs(odd, (1, 8, 12, 12), passes=(PadToTiles(),))
+        lanes = vector_lanes(cpu)
+    filters = int(conv.args[1].ty.shape.values[0])
+    assert filters % lanes == 0 and 42 < filters < 42 + lanes
+    assert not conv.args[1].value.numpy()[42:].any()  # the added filters are zeros

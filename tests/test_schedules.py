@@ -54,7 +54,7 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
         f_block = int(weight.group(2))
         assert f_block % lanes == 0, name
         assert f"T.vectorized(T.int64({f_block}))" in text, name
-        # rows widened to whole tiles (passes/widen_rows.py) may crop in the write-back, never in the FMA loop
+        # rows widened to whole tiles (passes/tile_padding.py) may crop in the write-back, never in the FMA loop
         update = re.search(r'T.sblock\("conv\w*_update"\)(.*?)(T.sblock\(|$)', text, re.S)
         assert update and "T.where" not in update.group(1), f"{name}: a bounds check inside the register tile"
 

@@ -4,6 +4,6 @@ from .mutate import rewrite_functions
 
 from .border_bands import PartitionBorders, bands
 from .dead_taps import DropDeadTaps, live_taps
-from .widen_rows import WidenRows
+from .tile_padding import PadToTiles
 
-__all__ = ["DropDeadTaps", "PartitionBorders", "WidenRows", "bands", "live_taps", "rewrite_functions"]
+__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "bands", "live_taps", "rewrite_functions"]

@@ -73,7 +73,7 @@ def register_tile(width: int | None, channels: int, lanes: int, registers: int =
     the one with the most FMAs per loaded value wins.
     """
     best = None
-    for vectors in range(1, MAX_F_VECTORS + 1):
+    for vectors in (v for v in (1, 2, 4) if v <= MAX_F_VECTORS):  # <3 x 8 x float> legalises badly
         if channels % (vectors * lanes):
             continue
         for pixels in range(1, min(MAX_X_TILE, width or MAX_X_TILE) + 1):
