@@ -11,12 +11,10 @@
 #include <tvm/ffi/function.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <map>
 #include <memory>
-#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -39,7 +37,6 @@ int Fail(const std::string& message) {
   last_error = message;
   return -1;
 }
-
 
 std::optional<DLDataType> ParseDtype(const std::string& name) {
   static const std::map<std::string, DLDataType> known = {
