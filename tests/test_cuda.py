@@ -61,6 +61,19 @@ def test_every_zoo_model_compiles_for_a_gpu_with_its_cubin_embedded(name, build_
     assert convs and all(re.search(rf"__launch_bounds__\(128\) {k}\(", source_text) for k in convs)
 
 
+@pytest.mark.parametrize("preset_name, name", [(p, sorted(MODELS)[i % len(MODELS)])
+                                               for i, p in enumerate(CUDA_PRESETS)])
+def test_zoo_device_code_compiles_for_each_presets_sm(preset_name, name, build_root):
+    """The CUDA C of a model does not depend on the GPU preset (same limits, same schedules), so NVRTC compiles
+    the kernels of the h100 build for each other preset's sm, each cubin holding every kernel: a different zoo
+    model per preset (all of them for every preset cost ~100 s more of make test)."""
+    _, artifact = _compile(name, "h100", build_root)  # reused from the test above in this session's build root
+    source_text = (artifact.root / "device" / "kernels.cu").read_text()
+    sm = targets.get_target(preset_name).target_dict()["arch"]
+    info = cuda.inspect_cubin(cuda.compile_source(source_text, sm))
+    assert info.sm == sm and _kernel_names(source_text) <= set(info.kernels)
+
+
 @pytest.mark.parametrize("preset_name", CUDA_PRESETS)
 def test_every_cuda_preset_compiles_for_its_sm_and_cpu(preset_name, build_root):
     preset, artifact = _compile("wavenet", preset_name, build_root)  # the smallest zoo model: every preset
