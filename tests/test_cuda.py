@@ -1,7 +1,7 @@
 """CUDA targets without a GPU: every zoo model compiles for a GPU preset, every preset compiles for its sm, and the
 artifacts are inspected (cubin for the right sm holding every kernel, host code for the right CPU, PTX accepted by
 ptxas where the installed toolkit targets that sm); bundles refuse to run here with the reason. Running on a GPU is
-the ``gpu``-marked test at the end (and tools/gpu_check.py), skipped with the reason where no GPU exists.
+the ``gpu``-marked test at the end (and runtime/gpu_check.py), skipped with the reason where no GPU exists.
 """
 
 import os
