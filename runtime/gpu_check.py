@@ -37,20 +37,24 @@ def errors(actual: np.ndarray, expected: np.ndarray) -> tuple[float, float]:
     return float(np.max(np.abs(diff))) / scale, float(np.linalg.norm(diff)) / norm if norm else float(np.linalg.norm(diff))
 
 
+def _numbered(directory: Path, kind: str) -> list[Path]:
+    """``kind0.npy``, ``kind1.npy``, ... in ``directory``, in index order (as bundles and atrous-run name them)."""
+    return sorted(directory.glob(f"{kind}*.npy"), key=lambda p: int(p.stem[len(kind):]))
+
+
 def _golden(bundle: Path, kind: str) -> list[np.ndarray]:
-    return [np.load(p) for p in sorted((bundle / "golden").glob(f"{kind}*.npy"), key=lambda p: int(p.stem[len(kind):]))]
+    return [np.load(p) for p in _numbered(bundle / "golden", kind)]
 
 
 def atrous_outputs(bundle: Path) -> list[np.ndarray]:
     with tempfile.TemporaryDirectory() as tmp:
-        inputs = sorted((bundle / "golden").glob("input*.npy"), key=lambda p: int(p.stem[5:]))
         command = [str(bundle / "bin" / "atrous-run"), str(bundle / "model.so"), "--output-dir", tmp]
-        for path in inputs:
+        for path in _numbered(bundle / "golden", "input"):
             command += ["--input", str(path)]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0:
             raise RuntimeError(done.stderr.strip() or done.stdout.strip())
-        return [np.load(p) for p in sorted(Path(tmp).glob("output*.npy"), key=lambda p: int(p.stem[6:]))]
+        return [np.load(p) for p in _numbered(Path(tmp), "output")]
 
 
 def atrous_latency_ms(bundle: Path, repeat: int) -> float:
