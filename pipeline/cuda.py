@@ -206,9 +206,11 @@ def compiling_for(sm: str, preset_name: str, build_root: Path = art.BUILD_ROOT):
     tvm_ffi.register_global_func(CALLBACK, callback, override=True)
     try:
         yield code
-    finally:
+    finally:  # no callback of ours outlives the build (it compiles for this build's sm only)
         if previous is not None:
             tvm_ffi.register_global_func(CALLBACK, previous, override=True)
+        else:
+            tvm_ffi.remove_global_func(CALLBACK)
 
 
 @dataclass(frozen=True)
