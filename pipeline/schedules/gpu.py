@@ -46,8 +46,7 @@ class DirectConv(ScheduleRule):
         reduce = [l for l, k in zip(loops, kinds) if k == tirx.IterVar.CommReduce]
         if len(loops) != len(kinds) or len(spatial) < 3 or kinds[:len(spatial)] != [tirx.IterVar.DataPar] * len(spatial):
             return None
-        for producer in sch.get_producers(main):
-            sch.compute_inline(producer)
+        _inline_producers(sch, main)
         f = spatial[1]
         tile = []
         f_extent = _extent(sch, f)
@@ -57,15 +56,29 @@ class DirectConv(ScheduleRule):
             tile = [fi]
         sch.reorder(*spatial, *reduce, *tile)
         fused = sch.fuse(*spatial)
+        # The register tile's write-back is placed under the fused loop *before* it is split into blocks and
+        # threads, so the split's guard against the last block's spare threads covers the write-back as well
+        # (placed under the thread loop afterwards, it would store past the rows unguarded).
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, fused)
+        for consumer in _epilogue(sch, acc):
+            sch.reverse_compute_inline(consumer)
         bx, tx = sch.split(fused, [None, min(THREADS, max_threads)])
         sch.bind(bx, "blockIdx.x")
         sch.bind(tx, "threadIdx.x")
-        acc = sch.cache_write(main, 0, "local")
-        sch.reverse_compute_at(acc, tx)
-        for consumer in _epilogue(sch, acc):
-            sch.reverse_compute_inline(consumer)
         for fi in tile:
             sch.unroll(fi)
         if reduce:
             sch.decompose_reduction(main, reduce[0])
         return sch
+
+
+def _inline_producers(sch, block) -> None:
+    """Inline the whole producer chain (a transposed conv reads dilate -> pad -> conv): a stage left behind would
+    run on the host, not bound to threads."""
+    while True:
+        producers = sch.get_producers(block)
+        if not producers:
+            return
+        for producer in producers:
+            sch.compute_inline(producer)
