@@ -11,9 +11,11 @@ TRIALS ?= 64
 
 ARM_DEVICES := rpi4 rpi5 jetson-orin-cpu aarch64
 CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
+VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-layers $(ARM_DEVICES) $(CUDA_DEVICES) gpu-pack \
+.PHONY: all run test venv sysdeps list clean help bench bench-layers $(ARM_DEVICES) $(CUDA_DEVICES) \
+        $(VULKAN_DEVICES) gpu-pack \
         runtime-host runtime-aarch64
 all: run
 
@@ -26,17 +28,24 @@ help:
 	@echo "make rpi4|rpi5|jetson-orin-cpu|aarch64 [MODEL=...] [DEVICE=ssh://pi@host]  cross-compile, bundle, verify"
 	@echo "make jetson-orin|h100|a100|rtx4090|... [MODEL=...] [DEVICE=...]     compile + bundle for a GPU; verify on its GPU"
 	@echo "make gpu-pack [GPU=h100] [MODELS=a,b] [GPU_PRESET=tiny]            bundles + gpu_check.py for a GPU machine"
+	@echo "make vulkan-desktop|mali-g610|adreno-740 [MODEL=...] [DEVICE=...]  Vulkan: verify here (lavapipe) or on DEVICE"
 	@echo "make runtime-host | runtime-aarch64                                 build the on-device runtime library"
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
 
 # Debian packages: a C++ compiler links model libraries, CMake builds the on-device runtime, and the aarch64
 # cross compiler plus qemu-user build and run ARM targets here (tests verify every zoo model under qemu);
-# ssh copies bundles to boards.
+# ssh copies bundles to boards. The Vulkan backend compiles shaders with glslang and spirv-tools, builds its
+# runtime against the Vulkan headers, and tests run on Mesa's lavapipe (a CPU Vulkan device). Each entry is
+# command-or-file:package.
 SYSDEPS := c++:g++ cmake:cmake aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user file:file \
-           ssh:openssh-client
+           ssh:openssh-client glslangValidator:glslang-tools spirv-val:spirv-tools \
+           /usr/include/vulkan/vulkan.h:libvulkan-dev \
+           /usr/share/vulkan/icd.d/lvp_icd.$(shell uname -m).json:mesa-vulkan-drivers
 sysdeps:
-	@missing=""; for pair in $(SYSDEPS); do command -v $${pair%%:*} >/dev/null || missing="$$missing $${pair#*:}"; done; \
+	@missing=""; for pair in $(SYSDEPS); do what=$${pair%%:*}; \
+	  if [ "$${what#/}" != "$$what" ]; then [ -e "$$what" ]; else command -v $$what >/dev/null; fi \
+	  || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ] && ! command -v sudo >/dev/null; then \
 	    echo "missing Debian packages:$$missing (install them as root: apt-get install$$missing)"; exit 1; fi; \
@@ -79,6 +88,14 @@ $(CUDA_DEVICES): venv
 	@if [ -n "$(DEVICE)" ] || { [ "$@" != jetson-orin ] && [ "$@" != jetson-xavier ] && [ -e /dev/nvidiactl ]; }; then \
 	  $(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
 	else echo "no GPU for $@ here: copy the bundle to the device and run ./run.sh (or make gpu-pack GPU=$@)"; fi
+
+# Vulkan GPUs: vulkan-desktop compiles and verifies on this machine's Vulkan device (lavapipe if nothing else);
+# the phone/board GPUs are cross-compiled and bundled, and verified on DEVICE=ssh://... when given.
+$(VULKAN_DEVICES): venv
+	@if [ "$@" = vulkan-desktop ] || [ -n "$(DEVICE)" ]; then \
+	  $(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
+	else $(BIN)/atrous compile $(MODEL) --preset $(PRESET) --target $@ --bundle; \
+	  echo "copy the bundle to the $@ device and run ./run.sh there (or pass DEVICE=ssh://user@host)"; fi
 
 # The GPU check: zoo bundles + runtime/gpu_check.py in build/gpu-check/<target>, run with plain Python + PyTorch
 # on the GPU machine (python3 gpu_check.py), which writes results.md.

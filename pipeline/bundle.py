@@ -5,6 +5,7 @@
         bin/atrous-run  bin/atrous-rpc-server
         lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_runtime_extra.so  lib/libtvm_ffi.so
         lib/libtvm_runtime_cuda.so  lib/libcudart.so.13   CUDA models only
+        lib/libatrous_vulkan.so             Vulkan models only
         golden/input0.npy ...               seeded inputs, in call order
         golden/expected0.npy ...            PyTorch's outputs for them, in return order
         run.sh                              runs the model on the golden inputs and checks it (exit 1 on mismatch)
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from . import artifact as art
-from .runtime_build import CUDA_LIBS, RuntimeBuild, build_runtime
+from .runtime_build import DEVICE_LIBS, RuntimeBuild, build_runtime
 
 STAMP = ".stamp"
 
@@ -61,14 +62,18 @@ def is_cuda(meta: art.Meta) -> bool:
 
 
 def shipped(meta: art.Meta, relative: str) -> bool:
-    """Whether a runtime file goes into this model's bundle (the CUDA libraries only with CUDA models)."""
-    return is_cuda(meta) or Path(relative).name not in CUDA_LIBS
+    """Whether a runtime file goes into this model's bundle (a device kind's libraries only with its models)."""
+    kind = meta.target_json.get("kind")
+    return all(Path(relative).name not in libs for k, libs in DEVICE_LIBS.items() if k != kind)
 
 
 def readme(meta: art.Meta, runtime: RuntimeBuild) -> str:
     sizes = {name: size for name, size in runtime.size_bytes().items() if shipped(meta, name)}
     needs = ([f"Needs an NVIDIA GPU that runs {meta.target_json['arch']} code and its driver (>= 580, CUDA 13; the",
               "bundle carries libcudart). Without one, ./run.sh says what is missing.", ""] if is_cuda(meta) else [])
+    if meta.target_json.get("kind") == "vulkan":
+        needs = ["Needs a Vulkan 1.1 driver: the loader libvulkan.so.1 and the GPU's ICD (Debian: libvulkan1 and",
+                 "mesa-vulkan-drivers or the vendor's driver). Without one, ./run.sh says what is missing.", ""]
     lines = [f"{meta.model} for {meta.target} ({runtime.arch}), built by atrous.", "", *needs,
              "Run on the device (no Python or compiler needed there):", "",
              "    ./run.sh              # checks the outputs against PyTorch's",

@@ -34,6 +34,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="also package the model with the on-device runtime (build/<model>/<target>/bundle)")
     p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
     p.add_argument("--untuned", action="store_true", help="ignore tuning databases (default schedules only)")
+    p.add_argument("--emit-shaders", action="store_true",
+                   help="list the generated GPU device code (Vulkan GLSL/SPIR-V, CUDA C/cubin) kept in "
+                        "build/<model>/<target>/device/")
 
 
 def _options(args):
@@ -81,7 +84,22 @@ def cmd_compile(args) -> int:
         print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
         print(_tuning_line(meta))
         _print_bundle(artifact)
+    if getattr(args, "emit_shaders", False):
+        _print_device_code(artifact, preset)
     return 0
+
+
+def _print_device_code(artifact, preset) -> None:
+    from .errors import AtrousError
+
+    device = artifact.root / "device"
+    if not device.is_dir():
+        raise AtrousError(f"target '{preset.name}' runs on the CPU: it has no device code (--emit-shaders is for "
+                          "Vulkan and CUDA targets)")
+    files = sorted(p for p in device.iterdir() if p.suffix in (".comp", ".cu"))
+    print(f"device code in {device}: {len(files)} source file(s), compiled next to each")
+    for path in files:
+        print(f"  {path.name}")
 
 
 def _print_bundle(artifact) -> None:

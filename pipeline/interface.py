@@ -128,8 +128,11 @@ def compile_model(args: CompileArgs) -> art.Artifact:
 
 
 def device_line(target_json: dict) -> str:
-    """The signature's device field: "" for CPU targets, "cuda sm_XX" for CUDA."""
-    return f"cuda {target_json['arch']}" if target_json.get("kind") == "cuda" else ""
+    """The signature's device field: "" for CPU targets, "cuda sm_XX" for CUDA, "vulkan" for Vulkan."""
+    kind = target_json.get("kind")
+    if kind == "cuda":
+        return f"cuda {target_json['arch']}"
+    return "vulkan" if kind == "vulkan" else ""
 
 
 def _write_golden(root: Path, inputs: dict, expected: dict) -> None:

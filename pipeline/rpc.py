@@ -71,7 +71,8 @@ def _run(session, artifact: art.Artifact, meta: art.Meta, device: Device, ordere
     except Exception as err:
         raise DeviceError(f"{device.label} could not load {artifact.library}: {_first_line(err)} (is the model "
                           f"compiled for that device's architecture? it targets {meta.target})") from None
-    dev = session.cuda(0) if meta.target_json.get("kind") == "cuda" else session.cpu(0)
+    kind = meta.target_json.get("kind")
+    dev = session.cuda(0) if kind == "cuda" else session.vulkan(0) if kind == "vulkan" else session.cpu(0)
     vm = relax.VirtualMachine(module, dev)
     args = [tvm.runtime.tensor(a, dev) for a in ordered]
     # The stateful calls return tuples element by element: a tuple result itself cannot cross RPC.

@@ -35,7 +35,14 @@ class CompiledModel:
         self.artifact = artifact
         self.meta = artifact.meta()
         self.device = tvm.cpu(0)
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), self.device)
+        devices = [self.device]
+        if self.meta.target_json.get("kind") == "vulkan":  # lavapipe or a desktop GPU through our backend
+            from .vulkan.backend import load_runtime
+
+            load_runtime()
+            self.device = tvm.vulkan(0)
+            devices = [self.device, tvm.cpu(0)]  # the VM runs shape computations on the host
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), devices)
 
     def _args(self, inputs):
         import tvm

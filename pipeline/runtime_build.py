@@ -9,6 +9,7 @@ libraries are taken out of them. The result is an install tree that a board can 
         bin/atrous-run  bin/atrous-rpc-server      (RPATH $ORIGIN/../lib: no LD_LIBRARY_PATH needed)
         lib/libatrous_runtime.so  lib/libtvm_runtime.so  lib/libtvm_runtime_extra.so  lib/libtvm_ffi.so
         lib/libtvm_runtime_cuda.so  lib/libcudart.so.13   (loaded only for CUDA models; bundles of others omit them)
+        lib/libatrous_vulkan.so                    (the Vulkan backend's runtime: Vulkan models only)
         include/atrous/atrous.h
         tests/atrous-capi-test                     (not shipped in bundles)
         stamp                                      (what it was built from; a rebuild happens when it changes)
@@ -57,6 +58,9 @@ WHEEL_LIBS = {"apache-tvm": ("tvm/lib/libtvm_runtime.so", "tvm/lib/libtvm_runtim
               "apache-tvm-ffi": ("tvm_ffi/lib/libtvm_ffi.so",),
               "nvidia-cuda-runtime": ("nvidia/cu13/lib/libcudart.so.13",)}
 CUDA_LIBS = ("libtvm_runtime_cuda.so", "libcudart.so.13")
+# Libraries only the models of one device kind load (bundles of other models leave them out).
+DEVICE_LIBS = {"cuda": CUDA_LIBS, "vulkan": ("libatrous_vulkan.so",)}
+VULKAN_INCLUDE = Path("/usr/include")
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,21 @@ def _stamp(arch: Arch) -> str:
     return digest.hexdigest()[:16]
 
 
+def _vulkan_headers(base: Path) -> Path:
+    """A directory holding only the Vulkan headers (links into the system's): the Vulkan runtime compiles
+    against them for any architecture without the build machine's other headers on the include path."""
+    if not (VULKAN_INCLUDE / "vulkan" / "vulkan.h").is_file():
+        raise ToolchainError("building the Vulkan runtime needs the Vulkan headers; install them with: "
+                             "sudo apt-get install libvulkan-dev")
+    headers = base / "vulkan-headers"
+    headers.mkdir(parents=True, exist_ok=True)
+    for name in ("vulkan", "vk_video"):
+        link = headers / name
+        if (VULKAN_INCLUDE / name).is_dir() and not link.exists():
+            link.symlink_to(VULKAN_INCLUDE / name)
+    return headers
+
+
 def _run(command: list[str], what: str) -> None:
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
@@ -170,6 +189,8 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
         configure = [cmake, "-S", str(RUNTIME_SRC), "-B", str(work), "-DCMAKE_BUILD_TYPE=Release",
                      f"-DTVM_FFI_INCLUDE={_site_package('tvm_ffi') / 'include'}",
                      f"-DTVM_LIB_DIR={tvm_lib}", f"-DTVM_FFI_LIB_DIR={ffi_lib}",
+                     f"-DTVM_INCLUDE={_site_package('tvm') / 'include'}",
+                     f"-DVULKAN_HEADERS={_vulkan_headers(base)}",
                      f"-DCMAKE_INSTALL_PREFIX={stage.path}"]
         if shutil.which("ninja"):
             configure += ["-G", "Ninja"]

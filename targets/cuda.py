@@ -10,13 +10,10 @@ without opting in to the larger carve-out, registers per block.
 
 from __future__ import annotations
 
-from .preset import DevicePreset, Tolerance
+from .preset import GPU_TOLERANCE, DevicePreset
 
 X86_HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
 JETSON_HOST = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a78ae"}
-
-# GPU reductions run in a different order than the CPU reference (and fast-math exp/tanh): looser than CPU.
-GPU_TOLERANCE = Tolerance(rel_l2=1e-4, max_abs=1e-3)
 
 
 def _limits(sm: str) -> dict:

@@ -1,27 +1,31 @@
-"""Vulkan GPUs through the project's own Vulkan backend (SPIR-V compute shaders).
+"""Vulkan GPUs through the project's own Vulkan backend (pipeline/vulkan/: TIR -> GLSL -> SPIR-V; the runtime
+in runtime/src/vulkan/). The limits are what the devices report as Vulkan limits (maxComputeWorkGroupInvocations,
+maxComputeSharedMemorySize) and features (shaderInt64; without it 64-bit indices are narrowed or refused).
 
-Planned: listed so the format is fixed, refused by ``compile`` until the Vulkan issue lands. The limits are the
-devices' reported Vulkan limits (maxComputeWorkGroupInvocations, maxComputeSharedMemorySize).
+``vulkan-desktop`` runs here on whatever Vulkan device the machine has (Mesa's lavapipe, a CPU implementation, in
+CI); the phone and board GPUs are cross-compiled for their aarch64 hosts and run through ``--device ssh://``.
 """
 
 from __future__ import annotations
 
-from .preset import DevicePreset
+from .preset import GPU_TOLERANCE, DevicePreset
 
 
-def _vk(name: str, summary: str, threads: int, shared: int, host: dict, arch: str, **features) -> DevicePreset:
-    target = {"kind": "vulkan", "max_num_threads": threads, "max_shared_memory_per_block": shared,
-              "thread_warp_size": 1, **features}
-    return DevicePreset(name, summary, "vulkan", target, runtime_arch=arch, host=host, runs_here=False,
-                        status="planned")
+def _vk(name: str, summary: str, threads: int, shared: int, host: dict, arch: str, runs_here: bool,
+        extra: dict, **features) -> DevicePreset:
+    target = {"kind": "vulkan", "max_num_threads": threads, "max_threads_per_block": threads,
+              "max_shared_memory_per_block": shared, "thread_warp_size": 1, **features}
+    return DevicePreset(name, summary, "vulkan", target, runtime_arch=arch, host=host, runs_here=runs_here,
+                        tolerance=GPU_TOLERANCE, **extra)
 
 
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}
+CROSS = dict(cross_compiler="aarch64-linux-gnu-g++", toolchain_packages=("g++-aarch64-linux-gnu",))
 
 PRESETS = (
-    _vk("mali-g610", "Arm Mali-G610 (RK3588 boards)", 1024, 32768, AARCH64, "aarch64",
-        supports_float16=True, supports_int64=True),
-    _vk("adreno-740", "Qualcomm Adreno 740", 1024, 32768, AARCH64, "aarch64", supports_float16=True),
-    _vk("vulkan-desktop", "any desktop Vulkan 1.2 device (lavapipe in CI)", 256, 32768,
-        {"kind": "llvm"}, "x86_64", supports_int64=True),
+    _vk("mali-g610", "Arm Mali-G610 (RK3588 boards)", 1024, 32768, AARCH64, "aarch64", False, CROSS,
+        supports_int64=True),
+    _vk("adreno-740", "Qualcomm Adreno 740", 1024, 32768, AARCH64, "aarch64", False, CROSS),
+    _vk("vulkan-desktop", "any desktop Vulkan 1.1 device on this machine (lavapipe in CI)", 256, 32768,
+        {"kind": "llvm"}, "x86_64", True, {}, supports_int64=True),
 )

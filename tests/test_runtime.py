@@ -83,10 +83,11 @@ def test_runtime_builds_for_both_architectures_with_the_wheels_runtime(host_runt
         sizes = runtime.size_bytes()
         assert set(sizes) == {"bin/atrous-run", "bin/atrous-rpc-server", "lib/libatrous_runtime.so",
                               "lib/libtvm_runtime.so", "lib/libtvm_runtime_extra.so", "lib/libtvm_ffi.so",
-                              "lib/libtvm_runtime_cuda.so", "lib/libcudart.so.13"}
+                              "lib/libtvm_runtime_cuda.so", "lib/libcudart.so.13", "lib/libatrous_vulkan.so"}
         print(runtime.arch, {k: f"{v / 1e6:.2f} MB" for k, v in sizes.items()})
         for path in (runtime.runner, runtime.rpc_server, runtime.lib / "libtvm_runtime.so",
-                     runtime.lib / "libtvm_runtime_cuda.so", runtime.lib / "libcudart.so.13"):
+                     runtime.lib / "libtvm_runtime_cuda.so", runtime.lib / "libcudart.so.13",
+                     runtime.lib / "libatrous_vulkan.so"):
             header = _run(["file", "-L", path]).stdout if os.path.exists("/usr/bin/file") else ""
             assert not header or machine.replace("-", "") in header.replace("-", "").lower(), header
         needed = _run(["readelf", "-d", runtime.runner]).stdout

@@ -1,5 +1,6 @@
 // The C API of atrous.h over the TVM runtime: load a compiled model library, read the signature it carries,
-// and run its Relax VM on the device the signature names (the CPU, or a CUDA GPU: cuda_device.cc).
+// and run its Relax VM on the device the signature names (the CPU, a CUDA GPU: cuda_device.cc, or a Vulkan GPU:
+// vulkan_device.cc).
 #include "atrous/atrous.h"
 
 #include <dlfcn.h>
@@ -21,6 +22,7 @@
 #include <vector>
 
 #include "cuda_device.h"
+#include "vulkan_device.h"
 #include "signature.h"
 
 #ifndef ATROUS_VERSION
@@ -125,9 +127,12 @@ atrous_model* atrous_load(const char* path) {
   if (model->sig.device == "cuda") {
     if (!atrous::PrepareCuda(model->sig.device_arch, &problem)) return Fail(std::string(path) + ": " + problem), nullptr;
     model->device = DLDevice{kDLCUDA, 0};
+  } else if (model->sig.device == "vulkan") {
+    if (!atrous::PrepareVulkan(&problem)) return Fail(std::string(path) + ": " + problem), nullptr;
+    model->device = DLDevice{kDLVulkan, 0};
   } else if (model->sig.device != "cpu") {
     return Fail(std::string(path) + ": compiled for device '" + model->sig.device +
-                "', which this runtime does not support (it runs cpu and cuda models)"),
+                "', which this runtime does not support (it runs cpu, cuda and vulkan models)"),
            nullptr;
   }
   for (auto* group : {&model->sig.inputs, &model->sig.outputs}) {
@@ -258,8 +263,9 @@ int atrous_run(atrous_model* model) {
                   std::to_string(model->sig.outputs.size()));
     }
     model->outputs = std::move(outputs);
-    // the call returns once kernels are queued; the C API promises finished outputs
-    if (model->device.device_type != kDLCPU) model->ops->sync(model->device, nullptr);
+    // the call returns once kernels are queued; the C API promises finished outputs (stream 0: the default one,
+    // passed as the integer the function takes; a null pointer arrives as None and is refused)
+    if (model->device.device_type != kDLCPU) model->ops->sync(model->device, static_cast<int64_t>(0));
   } catch (const std::exception& err) {
     return Fail(std::string("run failed: ") + err.what());
   }

@@ -327,7 +327,11 @@ int main(int argc, char** argv) {
   // needs the NVIDIA driver; on a board without one the server serves the CPU only.
   bool cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_GLOBAL) != nullptr &&
               dlopen("libtvm_runtime_cuda.so", RTLD_NOW | RTLD_GLOBAL) != nullptr;
-  Log(cuda ? "devices: cpu, cuda" : "devices: cpu (no NVIDIA driver or no libtvm_runtime_cuda.so)");
+  // Vulkan models: the project's backend (lib/libatrous_vulkan.so, in bundles of Vulkan models) registers the
+  // Vulkan device API; it opens the Vulkan loader only when a client first uses the device.
+  bool vulkan = dlopen("libatrous_vulkan.so", RTLD_NOW | RTLD_GLOBAL) != nullptr;
+  Log(std::string("devices: cpu") + (cuda ? ", cuda" : " (no NVIDIA driver or no libtvm_runtime_cuda.so)") +
+      (vulkan ? ", vulkan" : ""));
   int listener = Listen(o.host, o.port);
   Log("listening on " + o.host + ":" + std::to_string(o.port) +
       (o.tracker_host.empty() ? "" : ", tracker " + o.tracker_host + ":" + std::to_string(o.tracker_port)) +
