@@ -156,6 +156,37 @@ def test_workgroup_larger_than_the_preset_allows_is_refused_at_compile_time(desk
         build_for(_te_module(compute, [(256,)], "float32"), small)
 
 
+def _row_sum_module():
+    """Row sums with the reduction bound to threadIdx.x: TVM lowers it through shared memory and barriers."""
+    from tvm import s_tir, te
+
+    x = te.placeholder((8, 64), "float32", name="x")
+    k = te.reduce_axis((0, 64), name="k")
+    out = te.compute((8,), lambda i: te.sum(x[i, k], axis=k), name="out")
+    sch = s_tir.Schedule(te.create_prim_func([x, out]))
+    row, reduce = sch.get_loops(sch.get_sblock("out"))
+    sch.bind(row, "blockIdx.x")
+    sch.bind(reduce, "threadIdx.x")
+    return sch.mod
+
+
+def test_cross_thread_reduction_through_shared_memory_and_barriers(desktop):
+    import tvm
+
+    from pipeline.build import build as build_for
+    from pipeline.vulkan.backend import compiling_for
+
+    with compiling_for(DESKTOP) as code:
+        library = tvm.compile(_row_sum_module(), target=desktop.tvm_target())
+    source_text = code.shaders[0].source
+    assert "shared float" in source_text and "barrier();" in source_text
+    x = np.random.default_rng(0).standard_normal((8, 64)).astype("float32")
+    np.testing.assert_allclose(_run(library, [x], (8,), "float32"), x.sum(axis=1), rtol=1e-5, atol=1e-5)
+    tiny = desktop.replace(target={**desktop.target_dict(), "max_shared_memory_per_block": 128})
+    with pytest.raises(ShaderCodegenError, match="256 bytes of shared memory, more than the target's 128"):
+        build_for(_row_sum_module(), tiny)
+
+
 def test_missing_shader_tools_are_named_with_their_packages(monkeypatch):
     monkeypatch.setattr(spirv.shutil, "which", lambda tool: None)
     with pytest.raises(ToolchainError, match="needs glslangValidator, spirv-val; install them with: "
