@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import artifact as art
 from ..errors import AtrousError, ToolchainError
+from ..tir_walk import statements
 from .glsl import Shader, kernel_to_glsl
 from .payload import pack
 from .spirv import compile_shaders, require_tools
@@ -35,6 +36,8 @@ LIBRARY = "libatrous_vulkan.so"
 def load_runtime(build_root: Path = art.BUILD_ROOT) -> Path:
     """Load this machine's ``libatrous_vulkan.so`` (building the runtime first if needed) into the process, so
     TVM can create, save, load and run Vulkan modules. Loading needs no Vulkan driver; running does."""
+    import tvm  # noqa: F401  the wheel's libtvm_runtime/libtvm_ffi first: the library's own copies must not load
+
     from ..runtime_build import build_runtime
 
     library = build_runtime(root=Path(build_root)).lib / LIBRARY
@@ -66,13 +69,41 @@ def _limits(target) -> dict:
     return {str(k): target.attrs[k] for k in target.attrs}
 
 
+# Elements of the largest buffer whose kernels may have every index narrowed to 32 bits: in-bounds indices then
+# fit with 32x headroom for the products TVM forms on the way (fused thread index x stride).
+NARROW_LIMIT = 2 ** 26
+
+
+def narrow_indices(mod):
+    """64-bit indices -> 32 bits, for devices without shaderInt64. TVM's NarrowDataType narrows what it can prove
+    in range but keeps thread indices whose launch extents are int64 (most kernels); ForceNarrowIndexToInt32
+    narrows every index, which is exact when every buffer is small (NARROW_LIMIT) and none holds 64-bit integer
+    data (it would narrow the data too). Whatever stays 64-bit is refused by the GLSL generator."""
+    import tvm
+
+    buffers = [s.buffer for func in mod.functions.values() for s in statements(func.body)
+               if type(s).__name__ in ("DeclBuffer", "AllocBuffer")]
+
+    def small(buffer) -> bool:
+        size = 1
+        for extent in buffer.shape:
+            if type(extent).__name__ != "IntImm":
+                return False
+            size *= int(extent.value)
+        return size < NARROW_LIMIT
+
+    if all(str(b.dtype) not in ("int64", "uint64") and small(b) for b in buffers):
+        return tvm.tirx.transform.ForceNarrowIndexToInt32()(mod)
+    return tvm.tirx.transform.NarrowDataType(32)(mod)
+
+
 def build_kernels(mod, target, code: VulkanCode):
     """``target.build.vulkan``: the device kernels of ``mod`` -> a Vulkan runtime module."""
     import tvm
 
     limits = _limits(target)
-    if not limits.get("supports_int64", False):  # narrow 64-bit indices where their ranges allow it
-        mod = tvm.tirx.transform.NarrowDataType(32)(mod)
+    if not limits.get("supports_int64", False):
+        mod = narrow_indices(mod)
     shaders = [kernel_to_glsl(str(func.attrs.get("global_symbol", gv.name_hint)), func, limits)
                for gv, func in mod.functions_items()]
     binaries = compile_shaders(shaders)
@@ -106,3 +137,13 @@ def compiling_for(preset_name: str, build_root: Path = art.BUILD_ROOT):
             tvm_ffi.register_global_func(BUILD_HOOK, previous, override=True)
         else:
             tvm_ffi.remove_global_func(BUILD_HOOK)
+
+
+def device_info() -> dict[str, str]:
+    """What the Vulkan device this process would run on reports (name, type, api, limits); raises with the
+    package to install when there is no loader or device."""
+    import tvm
+
+    load_runtime()
+    text = tvm.get_global_func("atrous.vulkan.device_info")()
+    return dict(item.split("=", 1) for item in str(text).split("; "))
