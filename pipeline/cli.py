@@ -168,12 +168,27 @@ def cmd_verify(args) -> int:
     return 0
 
 
-def _require_local(preset, job: str) -> None:
+def _timing_problem(preset) -> str | None:
+    """Why timing ``preset`` on this machine would mean nothing, or None when its timings are real."""
     if not preset.runs_here:
         where = (f"make gpu-pack GPU={preset.name}, then python3 gpu_check.py on the GPU machine"
                  if preset.family == "cuda" else "bundle/run.sh --repeat 20 on the device")
-        raise AtrousError(f"'{job}' times the model on this machine, which cannot run '{preset.name}' natively "
-                          f"(emulated timings mean nothing); run {where} instead")
+        return (f"this machine cannot run '{preset.name}' natively (emulated timings mean nothing); "
+                f"run {where} instead")
+    if preset.family == "vulkan":
+        from .vulkan.backend import device_info
+
+        device = device_info()
+        if device.get("type") == "cpu":
+            return (f"the Vulkan device here is {device['name']}, a CPU implementation of Vulkan: its timings are "
+                    "not GPU numbers; time it on a machine with a Vulkan GPU (ATROUS_VULKAN_DEVICE picks one)")
+    return None
+
+
+def _require_local(preset, job: str) -> None:
+    problem = _timing_problem(preset)
+    if problem:
+        raise AtrousError(f"'{job}' times the model on this machine, but {problem}")
 
 
 def cmd_bench(args) -> int:
@@ -206,14 +221,14 @@ def cmd_run(args) -> int:
     _print_bundle(artifact)
     print(f"-- verification (ran on {result.device})")
     print(report(result.checks, result.tolerance, result.notes))
-    if preset.runs_here and not args.device:
+    problem = "it ran on a device" if args.device else _timing_problem(preset)
+    if problem is None:
         threads = preset.target_dict().get("num-cores") or os.cpu_count()
         rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
         print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
         print(table(rows))
     else:
-        print("-- latency: not measured here (the model did not run natively on this machine); on the device: "
-              "bundle/run.sh --repeat 20")
+        print(f"-- latency: not measured here ({problem}); on the device: bundle/run.sh --repeat 20")
     require_ok(result)
     return 0
 

@@ -268,7 +268,13 @@ uint64_t Device::device_local_bytes() const {
 std::string Device::Describe() const {
   const VkPhysicalDeviceLimits& limits = properties_.limits;
   std::ostringstream os;
-  os << "name=" << properties_.deviceName << "; api=" << VersionString(properties_.apiVersion)
+  // the type tells a real GPU from a CPU implementation (lavapipe), whose timings are not GPU numbers
+  const char* type = properties_.deviceType == VK_PHYSICAL_DEVICE_TYPE_CPU              ? "cpu"
+                     : properties_.deviceType == VK_PHYSICAL_DEVICE_TYPE_INTEGRATED_GPU ? "integrated-gpu"
+                     : properties_.deviceType == VK_PHYSICAL_DEVICE_TYPE_DISCRETE_GPU   ? "discrete-gpu"
+                     : properties_.deviceType == VK_PHYSICAL_DEVICE_TYPE_VIRTUAL_GPU    ? "virtual-gpu"
+                                                                                        : "other";
+  os << "name=" << properties_.deviceName << "; type=" << type << "; api=" << VersionString(properties_.apiVersion)
      << "; driver=" << DriverVersionString(properties_) << "; maxComputeWorkGroupInvocations="
      << limits.maxComputeWorkGroupInvocations << "; maxComputeSharedMemorySize="
      << limits.maxComputeSharedMemorySize << "; shaderInt64=" << (features_.int64 ? 1 : 0);
