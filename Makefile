@@ -14,7 +14,8 @@ CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-layers $(ARM_DEVICES) $(CUDA_DEVICES) \
+.PHONY: all run test venv sysdeps list clean help bench bench-layers bench-layers-tuned $(ARM_DEVICES) \
+        $(CUDA_DEVICES) \
         $(VULKAN_DEVICES) gpu-pack \
         runtime-host runtime-aarch64
 all: run
@@ -25,6 +26,7 @@ help:
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make bench [MODELS=a,b]                                             zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
+	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
 	@echo "make rpi4|rpi5|jetson-orin-cpu|aarch64 [MODEL=...] [DEVICE=ssh://pi@host]  cross-compile, bundle, verify"
 	@echo "make jetson-orin|h100|a100|rtx4090|... [MODEL=...] [DEVICE=...]     compile + bundle for a GPU; verify on its GPU"
 	@echo "make gpu-pack [GPU=h100] [MODELS=a,b] [GPU_PRESET=tiny]            bundles + gpu_check.py for a GPU machine"
@@ -76,6 +78,11 @@ bench: venv
 # The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
 bench-layers: venv
 	$(BIN)/python -m pipeline.benchlayers --out BENCHMARKS.md
+
+# The same layers tuned with TRIALS MetaSchedule trials each: atrous (rewritten) vs stock TVM, equal budget.
+LAYERS ?=
+bench-layers-tuned: venv
+	$(BIN)/python -m pipeline.benchlayers --tuned $(TRIALS) $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
 
 # ARM boards: cross-compile, package build/<model>/<device>/bundle, and verify under qemu (or on DEVICE).
 $(ARM_DEVICES): venv

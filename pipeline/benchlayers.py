@@ -4,6 +4,11 @@ Each layer (a 3x3 conv at one rate on one feature map, as DeepLabV3 runs it at 2
 untuned: with every rewrite (dead taps dropped, border bands) and with none (the conv as stock TVM lowers it, with
 the same default schedules), then timed in interleaved rounds next to PyTorch and ONNX Runtime. Both builds are
 verified against PyTorch first. Appends a markdown table to BENCHMARKS.md.
+
+``--tuned N`` (``make bench-layers-tuned``) adds the equal-budget comparison with stock TVM: MetaSchedule gets N
+trials per layer for the stock lowering of the conv (one task, no rewrites: "stock MetaSchedule") and the same N
+for atrous's rewritten layer (its tasks share the N: a banded conv is several kernels), each into its own fresh
+database, and both tuned builds are verified and timed in the same rounds.
 """
 
 from __future__ import annotations
@@ -26,7 +31,23 @@ LAYERS = ([(320, 256, 17, r) for r in (6, 12, 18)] + [(320, 256, 33, r) for r in
           + [(2048, 256, 17, r) for r in (6, 12, 18)])
 
 
-def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int, root: Path) -> dict:
+def _tune(src, preset, options, trials: int, directory: Path):
+    """``trials`` MetaSchedule trials shared by the layer's tasks, into a fresh database; the options that apply it
+    and the number of tasks."""
+    import dataclasses
+    import math
+    import shutil
+
+    from .tune import TuneArgs, extract_tasks, lowered_module, tune_model
+
+    shutil.rmtree(directory, ignore_errors=True)
+    count = len(extract_tasks(lowered_module(src, preset, options), preset))
+    tune_model(TuneArgs(src, preset, math.ceil(trials / count), options, database=directory), progress=False)
+    return dataclasses.replace(options, database=directory), count
+
+
+def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int, root: Path,
+                trials: int = 0) -> dict:
     import torch
 
     from . import source
@@ -41,12 +62,17 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
         return torch.nn.Conv2d(c_in, c_out, 3, padding=rate, dilation=rate).eval()
 
     name = f"aspp-{c_in}-{size}-r{rate}"
-    builds = {"atrous": OptimizeOptions(), "no rewrites": OptimizeOptions(**{r: False for r in REWRITES})}
-    runners = {}
-    for label, options in builds.items():
+    stock = OptimizeOptions(**{r: False for r in REWRITES})
+    builds = {"atrous": (OptimizeOptions(), False), "no rewrites": (stock, False)}
+    if trials:
+        builds |= {"atrous tuned": (OptimizeOptions(), True), "stock MetaSchedule": (stock, True)}
+    runners, tasks = {}, {}
+    for label, (options, tuned) in builds.items():
         src = source.from_torch(name, factory, inputs)
-        artifact = compile_model(CompileArgs(src, preset, root / label.replace(" ", "-"), options=options,
-                                             tuned=False))
+        directory = root / label.replace(" ", "-")
+        if tuned:
+            options, tasks[label] = _tune(src, preset, options, trials, directory / f"tuning-{name}")
+        artifact = compile_model(CompileArgs(src, preset, directory, options=options, tuned=tuned))
         require_ok(verify_model(artifact, preset, second_reference=False))
         runners[label] = CompiledModel(artifact).runner(inputs)
     threads = preset.target_dict().get("num-cores")
@@ -57,26 +83,38 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
     runners["onnxruntime"] = lambda: session.run(None, inputs)
     seconds = _rounds(runners, repeat)
     return {"layer": f"{c_in}->{c_out}, {size}x{size}, rate {rate}", "gflop": 2 * c_in * c_out * 9 * size * size / 1e9,
-            "ms": {k: 1e3 * statistics.median(v) for k, v in seconds.items()}}
+            "ms": {k: 1e3 * statistics.median(v) for k, v in seconds.items()}, "tasks": tasks}
 
 
 COLUMNS = ("atrous", "no rewrites", "pytorch", "onnxruntime")
+TUNED_COLUMNS = ("atrous tuned", "stock MetaSchedule")
 
 
-def markdown(rows: list[dict], command: str, repeat: int) -> str:
+def markdown(rows: list[dict], command: str, repeat: int, trials: int = 0) -> str:
     import datetime
 
-    lines = [f"## Dilated ASPP convs alone, untuned, host CPU (`{command}`)", "",
+    columns = COLUMNS + (TUNED_COLUMNS if trials else ())
+    title = f"tuned with {trials} trials per layer" if trials else "untuned"
+    lines = [f"## Dilated ASPP convs alone, {title}, host CPU (`{command}`)", "",
              f"{datetime.date.today().isoformat()}; {_cpu_name()}. Median of {repeat} interleaved rounds, "
              "milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). `no rewrites` is the same "
-             "compiler with the dilation-aware passes off (TVM's own lowering of the dilated conv).", "",
-             "| layer | dense GFLOP | " + " | ".join(COLUMNS) + " | rewrites speed-up |",
-             "|---|---:|" + "---:|" * len(COLUMNS) + "---:|"]
+             "compiler with the dilation-aware passes off (TVM's own lowering of the dilated conv)."
+             + (f" `stock MetaSchedule`: TVM's lowering tuned with {trials} trials; `atrous tuned`: the rewritten "
+                f"layer tuned with the same {trials} trials shared by its kernels (count in brackets)."
+                if trials else ""), "",
+             "| layer | dense GFLOP | " + " | ".join(columns) + " | rewrites speed-up |"
+             + (" tuned: atrous vs stock |" if trials else ""),
+             "|---|---:|" + "---:|" * len(columns) + "---:|" + ("---:|" if trials else "")]
     for r in rows:
         ort = r["ms"]["onnxruntime"]
-        cells = [f"{r['ms'][c]:.2f} ({ort / r['ms'][c]:.2f}x)" for c in COLUMNS]
-        lines.append(f"| {r['layer']} | {r['gflop']:.2f} | " + " | ".join(cells)
-                     + f" | {r['ms']['no rewrites'] / r['ms']['atrous']:.2f}x |")
+        cells = [f"{r['ms'][c]:.2f} ({ort / r['ms'][c]:.2f}x)" for c in columns]
+        if trials:
+            cells[-2] += f" [{r['tasks']['atrous tuned']} kernels]"
+        line = (f"| {r['layer']} | {r['gflop']:.2f} | " + " | ".join(cells)
+                + f" | {r['ms']['no rewrites'] / r['ms']['atrous']:.2f}x |")
+        if trials:
+            line += f" {r['ms']['stock MetaSchedule'] / r['ms']['atrous tuned']:.2f}x |"
+        lines.append(line)
     return "\n".join(lines) + "\n"
 
 
@@ -89,13 +127,21 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench-layers")
     p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    p.add_argument("--tuned", type=int, default=0, metavar="TRIALS",
+                   help="also tune each layer with TRIALS MetaSchedule trials, atrous vs stock TVM (equal budget)")
+    p.add_argument("--layers", default=None, metavar="I,J,...",
+                   help=f"only these rows of the layer table (0-{len(LAYERS) - 1}; default: all)")
     args = p.parse_args(argv)
     preset = targets.get_target(args.target)
+    layers = [LAYERS[int(i)] for i in args.layers.split(",")] if args.layers else LAYERS
     rows = []
-    for layer in tqdm(LAYERS, unit="layer"):
-        rows.append(bench_layer(*layer, preset, args.repeat, Path(args.build_dir)))
+    for layer in tqdm(layers, unit="layer"):
+        rows.append(bench_layer(*layer, preset, args.repeat, Path(args.build_dir), args.tuned))
         tqdm.write(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in rows[-1]["ms"].items()))
-    text = markdown(rows, "make bench-layers", args.repeat)
+    command = "make bench-layers" + (f"-tuned TRIALS={args.tuned}" if args.tuned else "")
+    if args.layers:
+        command += f" LAYERS={args.layers}"
+    text = markdown(rows, command, args.repeat, args.tuned)
     publish(text, args.out)
     return 0
 
