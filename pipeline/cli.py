@@ -34,9 +34,6 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="also package the model with the on-device runtime (build/<model>/<target>/bundle)")
     p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
     p.add_argument("--untuned", action="store_true", help="ignore tuning databases (default schedules only)")
-    p.add_argument("--emit-shaders", action="store_true",
-                   help="list the generated GPU device code (Vulkan GLSL/SPIR-V, CUDA C/cubin) kept in "
-                        "build/<model>/<target>/device/")
 
 
 def _options(args):
@@ -84,14 +81,12 @@ def cmd_compile(args) -> int:
         print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
         print(_tuning_line(meta))
         _print_bundle(artifact)
-    if getattr(args, "emit_shaders", False):
+    if args.emit_shaders:
         _print_device_code(artifact, preset)
     return 0
 
 
 def _print_device_code(artifact, preset) -> None:
-    from .errors import AtrousError
-
     device = artifact.root / "device"
     if not device.is_dir():
         raise AtrousError(f"target '{preset.name}' runs on the CPU: it has no device code (--emit-shaders is for "
@@ -269,6 +264,10 @@ def parser() -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=text, description=text)
         _add_model_args(sp)
         _add_compile_args(sp)
+        if fn is cmd_compile:
+            sp.add_argument("--emit-shaders", action="store_true",
+                            help="list the generated GPU device code (Vulkan GLSL/SPIR-V, CUDA C/cubin) kept in "
+                                 "build/<model>/<target>/device/")
         if fn in (cmd_bench, cmd_run):
             sp.add_argument("--repeat", type=_positive, default=10, help="timed runs per runtime")
         if fn in (cmd_verify, cmd_run):
