@@ -33,6 +33,7 @@ from pathlib import Path
 
 from . import artifact as art
 from .errors import ToolchainError
+from .global_hook import registered
 
 CALLBACK = "tvm_callback_cuda_compile"
 PIP_PACKAGES = ("cuda-bindings==12.9.10 nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-cccl-cu12==12.9.27 "
@@ -189,13 +190,10 @@ class DeviceCode:
 @contextlib.contextmanager
 def compiling_for(sm: str, preset_name: str, build_root: Path = art.BUILD_ROOT):
     """While the block builds, CUDA C compiles to ``sm`` cubins; yields the ``DeviceCode`` it collects."""
-    import tvm_ffi
-
     require_arch(sm, preset_name)
     _include_dirs()
     load_cuda_runtime(Path(build_root))
     code = DeviceCode(sm)
-    previous = tvm_ffi.get_global_func(CALLBACK, allow_missing=True)
 
     def callback(source):
         binary = compile_source(str(source), sm)
@@ -203,14 +201,8 @@ def compiling_for(sm: str, preset_name: str, build_root: Path = art.BUILD_ROOT):
         code.binaries.append(binary)
         return binary
 
-    tvm_ffi.register_global_func(CALLBACK, callback, override=True)
-    try:
+    with registered(CALLBACK, callback):  # compiles for this build's sm only
         yield code
-    finally:  # no callback of ours outlives the build (it compiles for this build's sm only)
-        if previous is not None:
-            tvm_ffi.register_global_func(CALLBACK, previous, override=True)
-        else:
-            tvm_ffi.remove_global_func(CALLBACK)
 
 
 @dataclass(frozen=True)

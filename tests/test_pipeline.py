@@ -197,3 +197,17 @@ def test_build_outputs_stay_out_of_the_source_tree():
 def test_list_targets_cli(capsys):
     assert main(["list", "targets"]) == 0
     assert "host" in capsys.readouterr().out
+
+
+def test_a_build_hook_is_registered_only_for_its_block():
+    import tvm_ffi
+
+    from pipeline.global_hook import registered
+
+    name = "atrous.test.hook"
+    with registered(name, lambda: 1):
+        assert tvm_ffi.get_global_func(name)() == 1
+        with registered(name, lambda: 2):  # a nested build gets its own and gives the outer one back
+            assert tvm_ffi.get_global_func(name)() == 2
+        assert tvm_ffi.get_global_func(name)() == 1
+    assert tvm_ffi.get_global_func(name, allow_missing=True) is None

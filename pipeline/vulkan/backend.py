@@ -23,6 +23,7 @@ from pathlib import Path
 
 from .. import artifact as art
 from ..errors import AtrousError, ToolchainError
+from ..global_hook import registered
 from ..tir_walk import statements
 from .glsl import Shader, kernel_to_glsl
 from .payload import pack
@@ -115,12 +116,9 @@ def build_kernels(mod, target, code: VulkanCode):
 @contextlib.contextmanager
 def compiling_for(preset_name: str, build_root: Path = art.BUILD_ROOT):
     """While the block builds, TVM's Vulkan kernels become shaders; yields the ``VulkanCode`` it collects."""
-    import tvm_ffi
-
     require_tools()
     load_runtime(Path(build_root))
     code = VulkanCode(preset_name)
-    previous = tvm_ffi.get_global_func(BUILD_HOOK, allow_missing=True)
 
     def hook(mod, target):
         try:
@@ -129,14 +127,8 @@ def compiling_for(preset_name: str, build_root: Path = art.BUILD_ROOT):
             code.error = err
             raise
 
-    tvm_ffi.register_global_func(BUILD_HOOK, hook, override=True)
-    try:
+    with registered(BUILD_HOOK, hook):  # collects into this build's VulkanCode only
         yield code
-    finally:  # the hook collects into this build's VulkanCode only
-        if previous is not None:
-            tvm_ffi.register_global_func(BUILD_HOOK, previous, override=True)
-        else:
-            tvm_ffi.remove_global_func(BUILD_HOOK)
 
 
 def device_info() -> dict[str, str]:
