@@ -5,6 +5,7 @@ back in a fresh VM and match PyTorch; the on-device runtime (atrous-run) runs a 
 division semantics survive the trip to GLSL; the aarch64 build of the backend links; bad input fails clearly.
 """
 
+import json
 import os
 import subprocess
 
@@ -227,8 +228,6 @@ def _embedded_payload(library: bytes) -> bytes:
     start = library.index(payload.MAGIC)
     (size,) = np.frombuffer(library[start + 8:start + 12], "<u4")
     header = library[start + 12:start + 12 + int(size)]
-    import json
-
     functions = json.loads(header)["functions"].values()
     end = start + 12 + int(size) + max(f["spirv"][0] + f["spirv"][1] for f in functions)
     return library[start:end]
