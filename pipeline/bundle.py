@@ -57,23 +57,27 @@ def run_script(meta: art.Meta, tolerance) -> str:
     ])
 
 
-def is_cuda(meta: art.Meta) -> bool:
-    return meta.target_json.get("kind") == "cuda"
-
-
 def shipped(meta: art.Meta, relative: str) -> bool:
     """Whether a runtime file goes into this model's bundle (a device kind's libraries only with its models)."""
     kind = meta.target_json.get("kind")
     return all(Path(relative).name not in libs for k, libs in DEVICE_LIBS.items() if k != kind)
 
 
+def _device_needs(meta: art.Meta) -> list[str]:
+    """The README's lines on what the device must have besides the bundle (nothing for CPU models)."""
+    kind = meta.target_json.get("kind")
+    if kind == "cuda":
+        return [f"Needs an NVIDIA GPU that runs {meta.target_json['arch']} code and its driver (>= 580, CUDA 13; the",
+                "bundle carries libcudart). Without one, ./run.sh says what is missing.", ""]
+    if kind == "vulkan":
+        return ["Needs a Vulkan 1.1 driver: the loader libvulkan.so.1 and the GPU's ICD (Debian: libvulkan1 and",
+                "mesa-vulkan-drivers or the vendor's driver). Without one, ./run.sh says what is missing.", ""]
+    return []
+
+
 def readme(meta: art.Meta, runtime: RuntimeBuild) -> str:
     sizes = {name: size for name, size in runtime.size_bytes().items() if shipped(meta, name)}
-    needs = ([f"Needs an NVIDIA GPU that runs {meta.target_json['arch']} code and its driver (>= 580, CUDA 13; the",
-              "bundle carries libcudart). Without one, ./run.sh says what is missing.", ""] if is_cuda(meta) else [])
-    if meta.target_json.get("kind") == "vulkan":
-        needs = ["Needs a Vulkan 1.1 driver: the loader libvulkan.so.1 and the GPU's ICD (Debian: libvulkan1 and",
-                 "mesa-vulkan-drivers or the vendor's driver). Without one, ./run.sh says what is missing.", ""]
+    needs = _device_needs(meta)
     lines = [f"{meta.model} for {meta.target} ({runtime.arch}), built by atrous.", "", *needs,
              "Run on the device (no Python or compiler needed there):", "",
              "    ./run.sh              # checks the outputs against PyTorch's",
