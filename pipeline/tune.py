@@ -1,7 +1,9 @@
 """Stage: MetaSchedule tuning into the device's reviewed database.
 
-Tasks come from exactly the module ``compile`` builds (same passes, no database), so every record applies. Tasks
-are tuned one at a time: records are appended to the JSON database as candidates are measured, an interrupt loses
+Tasks come from exactly the module ``compile`` builds (same passes, no database), so every record applies. Each
+task's first trial is its default schedule (the one ``compile`` uses without a record), measured and stored as a
+record, so that a tuned kernel is never slower than the untuned one (default_record.py). Tasks are tuned one at a
+time: records are appended to the JSON database as candidates are measured, an interrupt loses
 at most the batch in flight, and a re-run resumes by giving each task only the trials it still lacks. A crashed or
 hung candidate is recorded as failed by MetaSchedule and tuning goes on.
 """
@@ -22,6 +24,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import measure
+from .default_record import SearchView, default_schedule, measure_default, trace_digest
 from .errors import AtrousError
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, lower
@@ -101,11 +104,13 @@ def trials_done(directory: Path, database, task) -> int:
     return records if count is None else count["trials"] + max(0, records - count["kept"])
 
 
-def compact(directory: Path, keep: int = KEEP) -> None:
+def compact(directory: Path, keep: int = KEEP, defaults: dict | None = None) -> None:
     """Keep the ``keep`` fastest successful records per kernel; remember how many trials each kernel had.
 
     Tuning appends every measured candidate (~3 KB each); only the best is ever applied. The trial counts go to
-    ``trials.json`` so that a later run still tops each kernel up to its budget instead of starting over."""
+    ``trials.json`` so that a later run still tops each kernel up to its budget instead of starting over, with
+    ``defaults`` ({workload key: {"digest", "s"}}: the default schedules measured by this run, see
+    default_record.py)."""
     directory = Path(directory)
     keys = [json.loads(line)[0] for line in (directory / WORKLOADS).read_text().splitlines() if line.strip()]
     groups: dict[int, list] = {}
@@ -120,8 +125,10 @@ def compact(directory: Path, keep: int = KEEP) -> None:
         before = counts.get(key, {"trials": 0, "kept": 0})
         timed = [(sum(r[1]) / len(r[1]), line) for line, r in items if r[1] and max(r[1]) < 1e9]
         best = [line for _, line in sorted(timed)[:keep]]
-        counts[key] = {"trials": before["trials"] + len(items) - before["kept"], "kept": len(best)}
+        counts[key] = {**before, "trials": before["trials"] + len(items) - before["kept"], "kept": len(best)}
         lines += best
+    for key, default in (defaults or {}).items():
+        counts.setdefault(key, {"trials": 0, "kept": 0})["default"] = default
     _write_atomic(directory / RECORDS, "".join(line + "\n" for line in lines))
     _write_atomic(directory / TRIALS, json.dumps(counts, indent=1, sort_keys=True) + "\n")
 
@@ -150,10 +157,16 @@ class TaskResult:
     weight: int
     trials: int
     best_s: float | None
+    default_s: float | None = None  # the default schedule, measured like the candidates
 
     @property
     def gflops(self) -> float | None:
         return self.flops / self.best_s / 1e9 if self.best_s else None
+
+    @property
+    def gain(self) -> float | None:
+        """How much faster the best record is than the default schedule (1.0: the default is the best)."""
+        return self.default_s / self.best_s if self.default_s and self.best_s else None
 
 
 @dataclass
@@ -165,16 +178,26 @@ class TuneReport:
     def as_dict(self) -> dict:
         return {"database": str(self.database), "new_trials": self.new_trials,
                 "tasks": [{"name": t.name, "weight": t.weight, "flops": t.flops, "best_s": t.best_s,
-                           "gflops": t.gflops, "trials": t.trials} for t in self.tasks]}
+                           "default_s": t.default_s, "gflops": t.gflops, "trials": t.trials} for t in self.tasks]}
 
     def table(self) -> str:
-        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>9} {'best ms':>9} {'GFLOP/s':>8} {'trials':>6}"]
+        def ms_(seconds):
+            return f"{1e3 * seconds:9.3f}" if seconds else f"{'-':>9}"
+
+        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>9} {'default ms':>10} {'best ms':>9} {'gain':>5} "
+                 f"{'GFLOP/s':>8} {'trials':>6}"]
         for t in self.tasks:
-            best = f"{1e3 * t.best_s:9.3f}" if t.best_s else f"{'-':>9}"
             rate = f"{t.gflops:8.1f}" if t.gflops else f"{'-':>8}"
-            lines.append(f"{t.name[:44]:<44} {t.weight:>2} {t.flops / 1e6:9.1f} {best} {rate} {t.trials:>6}")
+            gain = f"{t.gain:5.2f}" if t.gain else f"{'-':>5}"
+            lines.append(f"{t.name[:44]:<44} {t.weight:>2} {t.flops / 1e6:9.1f} {ms_(t.default_s):>10} "
+                         f"{ms_(t.best_s)} {gain} {rate} {t.trials:>6}")
         total = sum(t.best_s * t.weight for t in self.tasks if t.best_s)
         lines.append(f"sum of best task latencies x weight: {1e3 * total:.2f} ms; database: {self.database}")
+        default = [t for t in self.tasks if t.default_s and t.best_s]
+        if default:
+            before, after = (sum(getattr(t, a) * t.weight for t in default) for a in ("default_s", "best_s"))
+            lines.append(f"tasks with a measured default ({len(default)}/{len(self.tasks)}): "
+                         f"{1e3 * before:.2f} ms default -> {1e3 * after:.2f} ms best ({before / after:.2f}x)")
         return "\n".join(lines)
 
 
@@ -219,29 +242,57 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     from tqdm import tqdm
 
     preset = args.target
+    target = preset.tvm_target()
     directory = Path(args.database or preset.tuning_dir)
     database = open_database(directory, preset)
     tasks = extract_tasks(lowered_module(args.source, preset, args.options), preset)
-    todo = [(t, max(0, args.trials_per_task - trials_done(directory, database, t))) for t in tasks]
-    report = TuneReport(directory)
-    total = sum(n for _, n in todo)
+    counts = trial_counts(directory)
+    # (task, its default schedule when it has not been measured yet, trials left for the search after it)
+    todo = []
+    for task in tasks:
+        budget = max(0, args.trials_per_task - trials_done(directory, database, task))
+        default = _stale_default(task, target, counts.get(workload_key(task), {})) if args.trials_per_task else None
+        todo.append((task, default, max(0, budget - 1) if default else budget))
+    report, measured = TuneReport(directory), {}
+    total = sum(n + (d is not None) for _, d, n in todo)
+    builder, runner = args.builder or measure.local_builder(), args.runner or measure.local_runner()
     try:
         with tqdm(total=total, unit="trial", disable=not progress or total == 0, dynamic_ncols=True) as bar:
-            for index, (task, budget) in enumerate(todo):
+            for index, (task, default, budget) in enumerate(todo):
+                label = f"task {index + 1}/{len(todo)} {task.task_name[:30]}"
+                if default:
+                    bar.set_postfix_str(f"{label} default schedule", refresh=False)
+                    result = measure_default(task, default, target, database, builder, runner)
+                    bar.update(1)
+                    report.new_trials += 1
+                    if result.seconds is None:
+                        bar.write(f"atrous: the default schedule of {task.task_name} failed to measure: "
+                                  f"{result.error}")
+                    else:
+                        measured[workload_key(task)] = {"digest": result.digest, "s": result.seconds}
                 if budget:
-                    label = f"task {index + 1}/{len(todo)} {task.task_name[:30]}"
                     report.new_trials += budget
-                    _tune_one(task, budget, database, preset, args, _Progress(bar, label, best_seconds(
+                    _tune_one(task, budget, database, args, builder, runner, _Progress(bar, label, best_seconds(
                         records_for(database, task))))
     finally:  # also on an interrupt: what was measured is kept, compacted
         if report.new_trials:
-            compact(directory)
+            compact(directory, defaults=measured)
     database = ms.database.JSONDatabase(work_dir=str(directory))
+    counts = trial_counts(directory)
     for task in tasks:
+        default = counts.get(workload_key(task), {}).get("default", {})
         report.tasks.append(TaskResult(task.task_name, _flops(task), int(task.weight),
                                        trials_done(directory, database, task),
-                                       best_seconds(records_for(database, task))))
+                                       best_seconds(records_for(database, task)), default.get("s")))
     return report
+
+
+def _stale_default(task, target, count: dict):
+    """The task's default schedule if the database has no measurement of it (of these rules), else None."""
+    schedule = default_schedule(task, target)
+    if schedule is None or count.get("default", {}).get("digest") == trace_digest(schedule):
+        return None
+    return schedule
 
 
 def cpu_tensor_intrinsics_only() -> None:
@@ -268,7 +319,7 @@ def cpu_tensor_intrinsics_only() -> None:
         setattr(package, sub, importlib.import_module(f"{name}.{sub}"))
 
 
-def _tune_one(task, budget: int, database, preset, args: TuneArgs, callback) -> None:
+def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, callback) -> None:
     """Tune one task; MetaSchedule's logs go to a temporary directory that is kept (and named) on failure."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     logger.setLevel(logging.WARNING)  # the progress bar replaces its log
@@ -276,15 +327,15 @@ def _tune_one(task, budget: int, database, preset, args: TuneArgs, callback) -> 
     # (seen on the second tuning run in one process) makes it crash on None.format.
     for handler in [h for h in logger.handlers if h.get_name() is None]:
         logger.removeHandler(handler)
-    if preset.tvm_target().kind.name == "llvm":
+    if args.target.tvm_target().kind.name == "llvm":
         cpu_tensor_intrinsics_only()
     logs = Path(tempfile.mkdtemp(prefix="atrous-tune-logs-"))
     try:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
             [task], work_dir=str(logs), strategy=args.strategy, seed=args.seed)
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(logs), max_trials_global=budget,
-                      max_trials_per_task=budget, num_trials_per_iter=min(64, budget), database=database,
-                      builder=args.builder or measure.local_builder(), runner=args.runner or measure.local_runner(),
+                      max_trials_per_task=budget, num_trials_per_iter=min(64, budget), database=SearchView(database),
+                      builder=builder, runner=runner,
                       measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                                              callback])
     except BaseException:

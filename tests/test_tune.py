@@ -115,3 +115,47 @@ def test_compaction_keeps_the_fastest_records_and_the_trial_counts(tuned, host, 
     assert after.new_trials == 0  # the compacted-away trials still count
     assert [t.trials for t in after.tasks] == [3] * len(before.tasks)
     assert [t.best_s for t in after.tasks] == [t.best_s for t in before.tasks]
+
+
+def test_each_task_starts_from_its_measured_default_schedule(tuned):
+    database, first, _, more = tuned
+    counts = json.loads((database / "trials.json").read_text())
+    assert len(counts) == len(first.tasks)
+    for task in more.tasks:
+        assert task.default_s is not None and 0 < task.best_s <= task.default_s, task
+        assert task.gain >= 1.0
+    assert all(len(c["default"]["digest"]) == 16 for c in counts.values())
+    assert "default ms" in more.table() and "tasks with a measured default" in more.table()
+
+
+def test_a_changed_default_schedule_is_measured_again(tuned, host, tmp_path):
+    database = tmp_path / "changed"
+    database.mkdir()
+    for f in tuned[0].iterdir():
+        (database / f.name).write_bytes(f.read_bytes())
+    counts = json.loads((database / "trials.json").read_text())
+    key = next(iter(counts))
+    counts[key]["default"]["digest"] = "rules-of-before"
+    (database / "trials.json").write_text(json.dumps(counts))
+    report = tune_model(TuneArgs(block_source(), host, 3, database=database), progress=False)
+    assert report.new_trials == 1  # that task's default, nothing else: every task already had its 3 trials
+    assert json.loads((database / "trials.json").read_text())[key]["default"]["digest"] != "rules-of-before"
+
+
+def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp_path):
+    """One trial per task is the default schedule alone: applying that database gives exactly the untuned module."""
+    import tvm_ffi
+
+    from pipeline.optimize import apply_schedules
+    from pipeline.tune import lowered_module
+
+    database = tmp_path / "defaults"
+    report = tune_model(TuneArgs(block_source(), host, 1, database=database), progress=False)
+    assert all(t.trials == 1 and t.best_s == t.default_s for t in report.tasks), report.tasks
+    lowered = lowered_module(block_source(), host, OptimizeOptions())
+    target = host.tvm_target()
+    untuned = apply_schedules(lowered, target, OptimizeOptions())
+    # no default rules behind the database: every schedule in ``tuned`` comes from a record
+    tuned = apply_schedules(lowered, target, OptimizeOptions(database, default_schedules=False))
+
+    assert tvm_ffi.structural_equal(tuned, untuned)

@@ -138,7 +138,7 @@ class PackedConv(ScheduleRule):
         packed = sch.cache_read(main, weight, "global")
         sch.transform_layout(main, ("read", weight),
                              lambda o, *rest: (o // lanes_f, *rest, o % lanes_f))
-        sch.annotate(packed, _LAYOUT_REWRITE, True)
+        sch.annotate(packed, _LAYOUT_REWRITE, 1)
 
         n, f, *image = spatial
         fo, fv = sch.split(f, [None, lanes_f])

@@ -1,0 +1,111 @@
+"""The default schedule of a tuning task, measured like a candidate and stored as a tuning record.
+
+``compile`` applies a task's best database record, or the rules of schedules/ when there is none. A record
+replaces the default even when it is slower: with a few trials per kernel (a banded dilated conv is nine kernels)
+MetaSchedule's candidates are often worse than the hand-written default, and tuning made models slower. So tuning
+measures the default first, with the same builder and runner as the candidates, and commits it as a record
+carrying its schedule trace: the best record is then never worse than the default, as far as the
+
+measurements can tell.
+
+The default is identified by a digest of its trace, kept in the database's ``trials.json``: when the rules change,
+the new default is measured again. MetaSchedule's own search must not see these records (``SearchView``): it
+replays the best records of a task through its post-processors to seed the evolutionary search, and its
+RewriteLayout post-processor aborts the whole run (a failed check, not a schedule error) on a weight that the
+default schedule has already packed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+
+from tvm import s_tir
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+
+FAILED = 1e10  # MetaSchedule's run time for a candidate that failed to build or run
+
+
+def default_schedule(task, target) -> s_tir.Schedule | None:
+    """The schedule the default rules give the task's kernel (None: no rule applies; compile leaves it as is)."""
+    from .schedules import default_rules
+
+    func = task.dispatched[0]["main"]
+    with target:
+        for rule in default_rules(target):
+            space = rule.apply(func, target, False)
+            if space is not None:
+                return space if isinstance(space, s_tir.Schedule) else space[0]
+    return None
+
+
+def trace_digest(schedule: s_tir.Schedule) -> str:
+    """A short digest of a schedule's trace (its instructions and decisions, printed)."""
+    return hashlib.sha256(str(schedule.trace).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Measured:
+    digest: str
+    seconds: float | None  # None: the build or the run failed (error says why)
+    error: str = ""
+
+
+def measure_default(task, schedule: s_tir.Schedule, target, database, builder, runner) -> Measured:
+    """Build and time ``schedule``, the task's default; commit it to ``database`` as a record when it ran."""
+    digest = trace_digest(schedule)
+    args_info = ms.arg_info.ArgInfo.from_entry_func(schedule.mod, remove_preproc=True)
+    built = builder.build([ms.builder.BuilderInput(schedule.mod, target)])[0]
+    if built.error_msg:
+        return Measured(digest, None, _last_line(built.error_msg))
+    try:
+        device = "cpu" if target.kind.name == "llvm" else target.kind.name
+        result = runner.run([ms.runner.RunnerInput(built.artifact_path, device, args_info)])[0].result()
+    finally:
+        shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
+    if result.error_msg or not result.run_secs:
+        return Measured(digest, None, _last_line(result.error_msg or "no timings"))
+    run_secs = [float(s) for s in result.run_secs]
+    workload = database.commit_workload(task.dispatched[0])
+    database.commit_tuning_record(ms.database.TuningRecord(schedule.trace, workload, run_secs, target, args_info))
+    return Measured(digest, sum(run_secs) / len(run_secs))
+
+
+def _last_line(message: str) -> str:
+    lines = message.strip().splitlines()
+    return lines[-1] if lines else message
+
+
+def from_search(record) -> bool:
+    """Whether MetaSchedule's search made the record: its candidates' traces all pass through post-processing."""
+    return any(inst.kind.name == "EnterPostproc" for inst in record.trace.insts)
+
+
+@derived_object
+class SearchView(ms.database.PyDatabase):
+    """A database as the search should see it: every record except the default schedules'."""
+
+    def __init__(self, database):
+        super().__init__()
+        self.database = database
+
+    def has_workload(self, mod) -> bool:
+        return self.database.has_workload(mod)
+
+    def commit_workload(self, mod):
+        return self.database.commit_workload(mod)
+
+    def commit_tuning_record(self, record) -> None:
+        self.database.commit_tuning_record(record)
+
+    def get_top_k(self, workload, top_k: int) -> list:
+        return [r for r in self.database.get_top_k(workload, 1 << 20) if from_search(r)][:top_k]
+
+    def get_all_tuning_records(self) -> list:
+        return [r for r in self.database.get_all_tuning_records() if from_search(r)]
+
+    def __len__(self) -> int:
+        return len(self.get_all_tuning_records())
