@@ -55,26 +55,34 @@ class Measured:
 
 
 def measure_default(task, schedule: s_tir.Schedule, target, database, builder, runner) -> Measured:
-    """Build and time ``schedule``, the task's default; commit it to ``database`` as a record when it ran."""
+    """Build and time ``schedule``, the task's default, and commit it to ``database`` as a record (a failed
+    measurement as a failed record: never applied, dropped by compaction, counted as a trial)."""
     digest = trace_digest(schedule)
     args_info = ms.arg_info.ArgInfo.from_entry_func(schedule.mod, remove_preproc=True)
+    workload = database.commit_workload(task.dispatched[0])
+
+    def commit(run_secs: list[float]) -> None:  # a failure too, as MetaSchedule does: it counts as a trial
+        database.commit_tuning_record(ms.database.TuningRecord(schedule.trace, workload, run_secs, target,
+                                                               args_info))
+
     built = builder.build([ms.builder.BuilderInput(schedule.mod, target)])[0]
     if built.error_msg:
-        return Measured(digest, None, _last_line(built.error_msg))
+        commit([FAILED])
+        return Measured(digest, None, last_line(built.error_msg))
     try:
         device = "cpu" if target.kind.name == "llvm" else target.kind.name
         result = runner.run([ms.runner.RunnerInput(built.artifact_path, device, args_info)])[0].result()
     finally:
         shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
     if result.error_msg or not result.run_secs:
-        return Measured(digest, None, _last_line(result.error_msg or "no timings"))
+        commit([FAILED])
+        return Measured(digest, None, last_line(result.error_msg or "no timings"))
     run_secs = [float(s) for s in result.run_secs]
-    workload = database.commit_workload(task.dispatched[0])
-    database.commit_tuning_record(ms.database.TuningRecord(schedule.trace, workload, run_secs, target, args_info))
+    commit(run_secs)
     return Measured(digest, sum(run_secs) / len(run_secs))
 
 
-def _last_line(message: str) -> str:
+def last_line(message: str) -> str:
     lines = message.strip().splitlines()
     return lines[-1] if lines else message
 

@@ -24,7 +24,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import measure
-from .default_record import SearchView, default_schedule, measure_default, trace_digest
+from .default_record import SearchView, default_schedule, last_line, measure_default, trace_digest
 from .errors import AtrousError
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, lower
@@ -158,6 +158,7 @@ class TaskResult:
     trials: int
     best_s: float | None
     default_s: float | None = None  # the default schedule, measured like the candidates
+    failed: list[str] = field(default_factory=list)  # why candidates of this run failed to build or run
 
     @property
     def gflops(self) -> float | None:
@@ -178,19 +179,20 @@ class TuneReport:
     def as_dict(self) -> dict:
         return {"database": str(self.database), "new_trials": self.new_trials,
                 "tasks": [{"name": t.name, "weight": t.weight, "flops": t.flops, "best_s": t.best_s,
-                           "default_s": t.default_s, "gflops": t.gflops, "trials": t.trials} for t in self.tasks]}
+                           "default_s": t.default_s, "gflops": t.gflops, "trials": t.trials,
+                           "failed": t.failed} for t in self.tasks]}
 
     def table(self) -> str:
         def ms_(seconds):
             return f"{1e3 * seconds:9.3f}" if seconds else f"{'-':>9}"
 
         lines = [f"{'task':<44} {'x':>2} {'MFLOP':>9} {'default ms':>10} {'best ms':>9} {'gain':>5} "
-                 f"{'GFLOP/s':>8} {'trials':>6}"]
+                 f"{'GFLOP/s':>8} {'trials':>6} {'failed':>6}"]
         for t in self.tasks:
             rate = f"{t.gflops:8.1f}" if t.gflops else f"{'-':>8}"
             gain = f"{t.gain:5.2f}" if t.gain else f"{'-':>5}"
             lines.append(f"{t.name[:44]:<44} {t.weight:>2} {t.flops / 1e6:9.1f} {ms_(t.default_s):>10} "
-                         f"{ms_(t.best_s)} {gain} {rate} {t.trials:>6}")
+                         f"{ms_(t.best_s)} {gain} {rate} {t.trials:>6} {len(t.failed):>6}")
         total = sum(t.best_s * t.weight for t in self.tasks if t.best_s)
         lines.append(f"sum of best task latencies x weight: {1e3 * total:.2f} ms; database: {self.database}")
         default = [t for t in self.tasks if t.default_s and t.best_s]
@@ -198,6 +200,10 @@ class TuneReport:
             before, after = (sum(getattr(t, a) * t.weight for t in default) for a in ("default_s", "best_s"))
             lines.append(f"tasks with a measured default ({len(default)}/{len(self.tasks)}): "
                          f"{1e3 * before:.2f} ms default -> {1e3 * after:.2f} ms best ({before / after:.2f}x)")
+        failed = [(t.name, why) for t in self.tasks for why in t.failed]
+        if failed:
+            lines.append(f"{len(failed)} candidates of this run failed (recorded, not applied); the first: "
+                         f"{failed[0][0]}: {failed[0][1]}")
         return "\n".join(lines)
 
 
@@ -213,7 +219,7 @@ class _Progress(ms.measure_callback.PyMeasureCallback):
     def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
         for built, result in zip(builder_results, runner_results):
             if built.error_msg or result.error_msg:
-                self.failures.append((built.error_msg or result.error_msg).strip().splitlines()[-1])
+                self.failures.append(last_line(built.error_msg or result.error_msg))
             if result.run_secs and not result.error_msg:
                 seconds = sum(float(s) for s in result.run_secs) / len(result.run_secs)
                 self.best = seconds if self.best is None else min(self.best, seconds)
@@ -253,7 +259,7 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
         budget = max(0, args.trials_per_task - trials_done(directory, database, task))
         default = _stale_default(task, target, counts.get(workload_key(task), {})) if args.trials_per_task else None
         todo.append((task, default, max(0, budget - 1) if default else budget))
-    report, measured = TuneReport(directory), {}
+    report, measured, failed = TuneReport(directory), {}, {}
     total = sum(n + (d is not None) for _, d, n in todo)
     builder, runner = args.builder or measure.local_builder(), args.runner or measure.local_runner()
     try:
@@ -268,12 +274,16 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
                     if result.seconds is None:
                         bar.write(f"atrous: the default schedule of {task.task_name} failed to measure: "
                                   f"{result.error}")
+                        failed.setdefault(task.task_name, []).append(f"default schedule: {result.error}")
                     else:
                         measured[workload_key(task)] = {"digest": result.digest, "s": result.seconds}
                 if budget:
                     report.new_trials += budget
-                    _tune_one(task, budget, database, args, builder, runner, _Progress(bar, label, best_seconds(
-                        records_for(database, task))))
+                    callback = _Progress(bar, label, best_seconds(records_for(database, task)))
+                    try:
+                        _tune_one(task, budget, database, args, builder, runner, callback)
+                    finally:
+                        failed.setdefault(task.task_name, []).extend(callback.failures)
     finally:  # also on an interrupt: what was measured is kept, compacted
         if report.new_trials:
             compact(directory, defaults=measured)
@@ -283,7 +293,8 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
         default = counts.get(workload_key(task), {}).get("default", {})
         report.tasks.append(TaskResult(task.task_name, _flops(task), int(task.weight),
                                        trials_done(directory, database, task),
-                                       best_seconds(records_for(database, task)), default.get("s")))
+                                       best_seconds(records_for(database, task)), default.get("s"),
+                                       failed.get(task.task_name, [])))
     return report
 
 

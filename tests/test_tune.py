@@ -159,3 +159,33 @@ def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp
     tuned = apply_schedules(lowered, target, OptimizeOptions(database, default_schedules=False))
 
     assert tvm_ffi.structural_equal(tuned, untuned)
+
+
+def test_failed_candidates_are_recorded_and_reported_and_tuning_goes_on(host, tmp_path):
+    """A runner whose every measurement fails (a crashed or unreachable board): nothing is applied, each task
+    still gets its trials counted, and the report says how many failed and why."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    @derived_object
+    class Failed(ms.runner.PyRunnerFuture):
+        def done(self):
+            return True
+
+        def result(self):
+            return ms.runner.RunnerResult(None, "the board went away")
+
+    @derived_object
+    class Broken(ms.runner.PyRunner):
+        def run(self, runner_inputs):
+            return [Failed() for _ in runner_inputs]
+
+    database = tmp_path / "failed"
+    report = tune_model(TuneArgs(block_source(), host, 2, database=database, runner=Broken(),
+                                 strategy="replay-trace"), progress=False)
+    assert report.new_trials == 2 * len(report.tasks)
+    for task in report.tasks:
+        assert task.best_s is None and task.default_s is None and task.trials == 2, task
+        assert task.failed and all("the board went away" in why for why in task.failed), task
+    assert "candidates of this run failed" in report.table() and "the board went away" in report.table()
+    assert not (database / "database_tuning_record.json").read_text().strip()  # failures are not kept
