@@ -18,7 +18,7 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +50,7 @@ class Meta:
     database: str | None = None  # the tuning database applied (None: untuned)
     tuned_tasks: int = 0  # kernels scheduled from the database; the others use the untuned default
     total_tasks: int = 0
+    options: dict = field(default_factory=dict)  # the graph rewrites it was built with (OptimizeOptions.key())
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

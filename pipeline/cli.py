@@ -26,6 +26,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", default=None, metavar="DIR",
                    help="tuning database (default: the target's committed one, targets/tuning/<device>/<cpu>)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--winograd", type=int, choices=(2, 4), default=None, metavar="{2,4}",
+                   help="CPU targets: 3x3 convs with >= 128 channels (dilated ones too) as Winograd F(NxN, 3x3); "
+                        "not bit-exact, verified like everything (README: where it pays)")
 
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
@@ -36,12 +39,16 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--untuned", action="store_true", help="ignore tuning databases (default schedules only)")
 
 
-def _options(args):
+def _options(args, preset):
     from pathlib import Path
 
     from .optimize import OptimizeOptions
 
-    return OptimizeOptions(database=Path(args.database) if args.database else None)
+    if args.winograd and preset.tvm_target().kind.name != "llvm":
+        raise AtrousError(f"--winograd rewrites convs for CPU targets; '{preset.name}' is a "
+                          f"{preset.tvm_target().kind.name} target: drop the flag")
+    return OptimizeOptions(database=Path(args.database) if args.database else None,
+                           winograd=args.winograd is not None, winograd_tile=args.winograd or 4)
 
 
 def _compile(args):
@@ -55,7 +62,7 @@ def _compile(args):
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     start = time.perf_counter()
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
-                                         args.force, _options(args), tuned=not args.untuned))
+                                         args.force, _options(args, preset), tuned=not args.untuned))
     if args.bundle or not preset.runs_here:  # the bundle is what goes to a device that is not this machine
         from .bundle import make_bundle
 
@@ -65,9 +72,21 @@ def _compile(args):
 
 def _tuning_line(meta) -> str:
     if not meta.database:
-        return f"untuned: default schedules for all {meta.total_tasks} kernels"
-    return (f"tuned {meta.tuned_tasks}/{meta.total_tasks} kernels from {meta.database}"
-            f" ({meta.total_tasks - meta.tuned_tasks} fell back to default schedules)")
+        line = f"untuned: default schedules for all {meta.total_tasks} kernels"
+    else:
+        line = (f"tuned {meta.tuned_tasks}/{meta.total_tasks} kernels from {meta.database}"
+                f" ({meta.total_tasks - meta.tuned_tasks} fell back to default schedules)")
+    return line + "\n" + _rewrites_line(meta.options)
+
+
+def _rewrites_line(options: dict) -> str:
+    """The graph rewrites a build was made with, as the flags that chose them."""
+    from .optimize import REWRITES
+
+    on = [name for name in REWRITES if name != "winograd" and options.get(name)]
+    if options.get("winograd"):
+        on.append(f"winograd F({options['winograd_tile']}x{options['winograd_tile']}, 3x3)")
+    return "rewrites: " + (", ".join(on) or "none")
 
 
 def cmd_compile(args) -> int:
@@ -76,7 +95,8 @@ def cmd_compile(args) -> int:
     if args.json:
         print(json.dumps({"model": src.name, "target": preset.name, "artifact": str(artifact.root),
                           "seconds": round(seconds, 2), "database": meta.database,
-                          "tuned_tasks": meta.tuned_tasks, "total_tasks": meta.total_tasks}))
+                          "tuned_tasks": meta.tuned_tasks, "total_tasks": meta.total_tasks,
+                          "options": meta.options}))
     else:
         print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
         print(_tuning_line(meta))
@@ -130,8 +150,8 @@ def cmd_tune(args) -> int:
             raise AtrousError(f"'{preset.name}' does not run here, so tuning must measure on the board: pass "
                               "--device tracker://HOST:PORT/KEY (emulated timings would tune for qemu)")
         builder, runner = device_measurement(preset, parse_device(args.device, preset))
-    report = tune_model(TuneArgs(src, preset, args.trials, database=database, runner=runner, builder=builder),
-                        progress=not args.json)
+    report = tune_model(TuneArgs(src, preset, args.trials, _options(args, preset), database=database, runner=runner,
+                                 builder=builder), progress=not args.json)
     if args.json:
         print(json.dumps(report.as_dict()))
     else:

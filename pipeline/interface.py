@@ -121,7 +121,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
                         inputs=inputs, outputs=outputs,
                         reference=source.reference_kind, fingerprint=key, versions=versions(),
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
-                        total_tasks=total)
+                        total_tasks=total, options=options.key())
         (stage.path / "meta.json").write_text(meta.to_json())
         stage.commit()
     return art.Artifact(final)

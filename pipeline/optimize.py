@@ -8,7 +8,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps, PadToTiles, PartitionBorders
+from .passes import DropDeadTaps, PadToTiles, PartitionBorders, Winograd
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,9 @@ class OptimizeOptions:
     ``partition_borders``: split dilated convs into output bands over their live taps (exact; passes/border_bands.py).
     ``pad_to_tiles``: on CPU targets, pad dense conv rows and output channels to whole register tiles and crop
     back (exact; passes/tile_padding.py).
+    ``winograd``: on CPU targets, 3x3 convs (dilated ones by phase decomposition) as Winograd F(m x m, 3 x 3)
+    with m = ``winograd_tile``, for convs with at least ``winograd_min_channels`` in and out (not bit-exact;
+    passes/winograd.py).
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
@@ -26,16 +29,21 @@ class OptimizeOptions:
     drop_dead_taps: bool = True
     partition_borders: bool = True
     pad_to_tiles: bool = True
+    winograd: bool = False
+    winograd_tile: int = 4
+    winograd_min_channels: int = 128
     default_schedules: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
         return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
-                "pad_to_tiles": self.pad_to_tiles, "default_schedules": self.default_schedules}
+                "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd, "winograd_tile": self.winograd_tile,
+                "winograd_min_channels": self.winograd_min_channels,
+                "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off: the dilation suite runs with each one alone on.
-REWRITES = ("drop_dead_taps", "partition_borders", "pad_to_tiles")
+REWRITES = ("drop_dead_taps", "partition_borders", "pad_to_tiles", "winograd")
 
 
 def inference_passes() -> list:
@@ -52,6 +60,13 @@ def dilation_passes(options: OptimizeOptions) -> list:
         DropDeadTaps() if options.drop_dead_taps else off,
         PartitionBorders() if options.partition_borders else off,
     ]
+
+
+def algorithm_passes(options: OptimizeOptions) -> list:
+    """Fewer multiplications by another algorithm (CPU targets; rounds differently from the direct sum)."""
+    if not options.winograd:
+        return [tvm.transform.Sequential([])]
+    return [Winograd(options.winograd_tile, options.winograd_min_channels)]
 
 
 def tiling_passes(options: OptimizeOptions) -> list:
@@ -102,6 +117,8 @@ def graph_passes(options: OptimizeOptions) -> list:
         # Phase: dilation-aware rewrites (exact: every output bit unchanged)
         + dilation_passes(options)
         + [relax.transform.FoldConstant()]
+        # Phase: 3x3 convs as Winograd products (CPU, optional; verified like everything, not bit-exact)
+        + algorithm_passes(options)
         # Phase: convs padded to whole register tiles (CPU), cropped back after the conv
         + tiling_passes(options)
         # Phase: lowering to fused TensorIR functions

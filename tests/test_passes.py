@@ -120,3 +120,72 @@ def test_convs_padded_to_whole_tiles_on_cpu_only_and_cropped_back():
     filters = int(conv.args[1].ty.shape.values[0])
     assert filters % lanes == 0 and 42 < filters < 42 + lanes
     assert not conv.args[1].value.numpy()[42:].any()  # the added filters are zeros
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_matrices_compute_minimal_filtering(m):
+    from pipeline.passes.winograd import matrices
+
+    bt, g, at = matrices(m)
+    rng = np.random.default_rng(m)
+    for _ in range(5):
+        x, w = rng.standard_normal(m + 2), rng.standard_normal(3)
+        direct = [sum(x[i + k] * w[k] for k in range(3)) for i in range(m)]
+        np.testing.assert_allclose(at @ ((g @ w) * (bt @ x)), direct, rtol=1e-12, atol=1e-12)
+
+
+def _winograd_convs(module, shape, target="llvm", m=2):
+    from pipeline.passes import Winograd
+
+    with tvm.target.Target(target):
+        convs = _convs(module, shape, passes=(Winograd(m, min_channels=1),))
+    return [(int(c.attrs.groups), [int(k) for k in c.args[1].ty.shape.values[2:]]) for c in convs]
+
+
+def test_winograd_rewrites_3x3_stride1_convs_on_cpu_only():
+    from pipeline.passes import Winograd
+
+    wide = torch.nn.Conv2d(128, 128, 3, padding=1).eval()
+    with tvm.target.Target("llvm"):
+        assert len(_convs(wide, (1, 128, 9, 9), passes=(Winograd(),))) == 4  # 2 transforms, products, output
+        assert len(_convs(wide, (1, 128, 9, 9), passes=(Winograd(min_channels=129),))) == 1  # below threshold
+    dilated = torch.nn.Conv2d(8, 16, 3, padding=2, dilation=2).eval()
+    # input transform (depthwise: B^T along rows, then columns), the products (one group per transform
+    # position, 1x1), the output transform (1x1 over the positions)
+    assert _winograd_convs(dilated, (1, 8, 17, 17)) == [(8, [4, 1]), (32, [1, 4]), (16, [1, 1]), (1, [1, 1])]
+    assert _winograd_convs(dilated, (1, 8, 17, 17), m=4) == [(8, [6, 1]), (48, [1, 6]), (36, [1, 1]), (1, [1, 1])]
+    assert _winograd_convs(dilated, (1, 8, 17, 17), target="cuda") == [(1, [3, 3])]
+    for declined, shape in [(torch.nn.Conv2d(8, 16, 3, stride=2, padding=1), (1, 8, 17, 17)),
+                            (torch.nn.Conv2d(8, 16, 1), (1, 8, 17, 17)),
+                            (torch.nn.Conv2d(8, 16, 3, padding=1, groups=2), (1, 8, 17, 17)),
+                            (torch.nn.Conv2d(8, 16, 3, padding=12, dilation=12), (1, 8, 17, 17))]:  # rate > map/2
+        assert _winograd_convs(declined.eval(), shape) == [(int(declined.groups), list(declined.kernel_size))]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("conv, shape", [
+    (dict(padding=2, dilation=2), (1, 8, 17, 17)),  # ASPP-like, odd map
+    (dict(padding=0, dilation=(1, 3)), (1, 8, 13, 22)),  # valid, asymmetric rates
+    (dict(padding=(3, 1), dilation=(3, 1)), (2, 8, 14, 9)),  # batch 2, one axis dense
+])
+def test_winograd_matches_pytorch(m, conv, shape):
+    """The rewritten graph alone (no schedules), built and run, against PyTorch's direct convolution."""
+    from tvm import relax
+
+    from pipeline.ingest import to_relax
+    from pipeline.passes import Winograd
+
+    torch.manual_seed(0)
+    module = torch.nn.Conv2d(shape[1], 12, 3, **conv).eval()
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    path = export_onnx(module, {"x": x}, ["y"], _tmp() / "m.onnx")
+    with tvm.target.Target("llvm"):
+        mod = Winograd(m, min_channels=1)(to_relax(onnx.load(str(path)), {"x": shape}))
+    assert f"groups={(m + 2) ** 2}" in mod.script()  # the products conv: the rewrite applied
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = module(torch.from_numpy(x)).detach().numpy()
+    assert got.shape == want.shape
+    rel_l2 = np.linalg.norm(got - want) / np.linalg.norm(want)
+    # F(4x4) rounds more than F(2x2): its transforms have entries up to 8 and 1/24 (module docstring)
+    assert rel_l2 < {2: 1e-6, 4: 5e-6}[m] and np.abs(got - want).max() < 1e-4, (rel_l2, np.abs(got - want).max())

@@ -211,3 +211,41 @@ def test_a_build_hook_is_registered_only_for_its_block():
             assert tvm_ffi.get_global_func(name)() == 2
         assert tvm_ffi.get_global_func(name)() == 1
     assert tvm_ffi.get_global_func(name, allow_missing=True) is None
+
+
+def test_winograd_flag_reaches_the_build_and_is_reported(tmp_path, capsys):
+    """--winograd 4 on a VGG model: the build records it, says it, and still verifies against PyTorch."""
+    import json
+
+    common = ["fcn-atrous", "--preset", "tiny", "--winograd", "4", "--build-dir", str(tmp_path)]
+    assert main(["compile", *common]) == 0
+    assert "rewrites: drop_dead_taps, partition_borders, pad_to_tiles, winograd F(4x4, 3x3)" in capsys.readouterr().out
+    assert main(["verify", *common]) == 0
+    assert "vs pytorch" in capsys.readouterr().out
+    meta = json.loads((tmp_path / "fcn-atrous.tiny" / "host" / "meta.json").read_text())
+    assert meta["options"]["winograd"] is True and meta["options"]["winograd_tile"] == 4
+    with pytest.raises(SystemExit):
+        main(["compile", "fcn-atrous", "--winograd", "3"])  # only F(2x2) and F(4x4) exist
+    assert "invalid choice" in capsys.readouterr().err
+    assert main(["compile", "fcn-atrous", "--preset", "tiny", "--target", "h100", "--winograd", "4"]) == 2
+    assert "--winograd rewrites convs for CPU targets" in capsys.readouterr().err
+
+
+def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_path):
+    """128-channel 3x3 convs (rate 2, then dense): over the threshold, rewritten, scheduled, built, verified."""
+    from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+    from pipeline.optimize import OptimizeOptions
+    from pipeline.tune import lowered_module
+
+    def net():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Conv2d(128, 128, 3, padding=2, dilation=2), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(128, 128, 3, padding=1)).eval()
+
+    x = np.random.default_rng(0).standard_normal((1, 128, 17, 17)).astype("float32")
+    src = source.from_torch("wide-3x3", net, {"x": x})
+    options = OptimizeOptions(winograd=True)
+    kernels = [len(list(lowered_module(src, host, o).functions_items())) for o in (OptimizeOptions(), options)]
+    assert kernels[1] > kernels[0] + 4, kernels  # both convs rewritten: transforms, products, copies
+    artifact = compile_model(CompileArgs(src, host, tmp_path, options=options, tuned=False))
+    require_ok(verify_model(artifact, host, second_reference=False))

@@ -1,9 +1,10 @@
-"""Relax graph passes written for atrous networks (each one idea, each exact)."""
+"""Relax graph passes written for atrous networks (each one idea; all exact but Winograd, which rounds differently)."""
 
 from .mutate import rewrite_functions
 
 from .border_bands import PartitionBorders, bands
 from .dead_taps import DropDeadTaps, live_taps
 from .tile_padding import PadToTiles
+from .winograd import Winograd
 
-__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "bands", "live_taps", "rewrite_functions"]
+__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "bands", "live_taps", "rewrite_functions", "Winograd"]
