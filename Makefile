@@ -14,7 +14,7 @@ CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-layers bench-layers-tuned $(ARM_DEVICES) \
+.PHONY: all run test venv sysdeps list clean help bench bench-layers bench-layers-tuned bench-layers-winograd $(ARM_DEVICES) \
         $(CUDA_DEVICES) \
         $(VULKAN_DEVICES) gpu-pack \
         runtime-host runtime-aarch64
@@ -24,9 +24,10 @@ help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
-	@echo "make bench [MODELS=a,b]                                             zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench [MODELS=a,b] [WINOGRAD=4]                                zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
+	@echo "make bench-layers-winograd [LAYERS=0,1]                             backbone 3x3 convs: direct vs Winograd"
 	@echo "make rpi4|rpi5|jetson-orin-cpu|aarch64 [MODEL=...] [DEVICE=ssh://pi@host]  cross-compile, bundle, verify"
 	@echo "make jetson-orin|h100|a100|rtx4090|... [MODEL=...] [DEVICE=...]     compile + bundle for a GPU; verify on its GPU"
 	@echo "make gpu-pack [GPU=h100] [MODELS=a,b] [GPU_PRESET=tiny]            bundles + gpu_check.py for a GPU machine"
@@ -73,7 +74,7 @@ tune-%: venv
 # Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, appended to BENCHMARKS.md.
 MODELS ?=
 bench: venv
-	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
+	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(WINOGRAD),--winograd $(WINOGRAD)) --out BENCHMARKS.md
 
 # The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
 bench-layers: venv
@@ -83,6 +84,10 @@ bench-layers: venv
 LAYERS ?=
 bench-layers-tuned: venv
 	$(BIN)/python -m pipeline.benchlayers --tuned $(TRIALS) $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
+
+# The backbones' 3x3 convs (ResNet-50, dilated VGG-16): direct vs Winograd F(2x2) / F(4x4).
+bench-layers-winograd: venv
+	$(BIN)/python -m pipeline.benchlayers --winograd $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
 
 # ARM boards: cross-compile, package build/<model>/<device>/bundle, and verify under qemu (or on DEVICE).
 $(ARM_DEVICES): venv

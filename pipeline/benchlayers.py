@@ -9,6 +9,9 @@ verified against PyTorch first. Appends a markdown table to BENCHMARKS.md.
 trials per layer for the stock lowering of the conv (one task, no rewrites: "stock MetaSchedule") and the same N
 for atrous's rewritten layer (its tasks share the N: a banded conv is several kernels), each into its own fresh
 database, and both tuned builds are verified and timed in the same rounds.
+
+``--winograd`` (``make bench-layers-winograd``) times the 3x3 convs of the backbones instead (ResNet-50's dense
+and dilated stages, dilated VGG-16's), direct vs Winograd F(2x2, 3x3) and F(4x4, 3x3) (passes/winograd.py).
 """
 
 from __future__ import annotations
@@ -29,6 +32,13 @@ from .optimize import REWRITES, OptimizeOptions
 # and 8 (33x33, rates doubled), on the MobileNetV2 (320) and ResNet-50 (2048, stride 16 only: seconds per run) heads
 LAYERS = ([(320, 256, 17, r) for r in (6, 12, 18)] + [(320, 256, 33, r) for r in (12, 24, 36)]
           + [(2048, 256, 17, r) for r in (6, 12, 18)])
+# backbone 3x3 convs at 257x257 input: ResNet-50 layer1-3 (dense) and layer4 (rate 2, output stride 16), dilated
+# VGG-16 conv4 (dense) and conv5 (rate 2) as in FCN / InstanceFCN
+BACKBONE = [(64, 64, 65, 1), (128, 128, 33, 1), (256, 256, 17, 1), (512, 512, 17, 2), (512, 512, 33, 1),
+            (512, 512, 33, 2)]
+# every layer rewritten (no channel threshold): these rows are where the threshold comes from
+WINOGRAD = {"winograd F(2x2)": OptimizeOptions(winograd=True, winograd_tile=2, winograd_min_channels=1),
+            "winograd F(4x4)": OptimizeOptions(winograd=True, winograd_tile=4, winograd_min_channels=1)}
 
 
 def _tune(src, preset, options, trials: int, directory: Path):
@@ -47,7 +57,7 @@ def _tune(src, preset, options, trials: int, directory: Path):
 
 
 def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int, root: Path,
-                trials: int = 0) -> dict:
+                trials: int = 0, winograd: bool = False) -> dict:
     import torch
 
     from . import source
@@ -64,6 +74,8 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
     name = f"aspp-{c_in}-{size}-r{rate}"
     stock = OptimizeOptions(**{r: False for r in REWRITES})
     builds = {"atrous": (OptimizeOptions(), False), "no rewrites": (stock, False)}
+    if winograd:
+        builds = {"atrous": (OptimizeOptions(), False)} | {k: (v, False) for k, v in WINOGRAD.items()}
     if trials:
         builds |= {"atrous tuned": (OptimizeOptions(), True), "stock MetaSchedule": (stock, True)}
     runners, tasks = {}, {}
@@ -88,6 +100,25 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
 
 COLUMNS = ("atrous", "no rewrites", "pytorch", "onnxruntime")
 TUNED_COLUMNS = ("atrous tuned", "stock MetaSchedule")
+
+
+def winograd_markdown(rows: list[dict], command: str, repeat: int) -> str:
+    import datetime
+
+    columns = ("atrous", *WINOGRAD, "pytorch", "onnxruntime")
+    lines = [f"## Backbone 3x3 convs, direct vs Winograd, untuned, host CPU (`{command}`)", "",
+             f"{datetime.date.today().isoformat()}; {_cpu_name()}. Median of {repeat} interleaved rounds, "
+             "milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). `atrous`: the direct conv "
+             "(default options); the Winograd columns add `--winograd` (2 or 4: the output tile); rate > 1 runs "
+             "as Winograd over the rate x rate phases of the input.", "",
+             "| layer | GFLOP | " + " | ".join(columns) + " | best Winograd vs direct |",
+             "|---|---:|" + "---:|" * len(columns) + "---:|"]
+    for r in rows:
+        ort, ms = r["ms"]["onnxruntime"], r["ms"]
+        cells = [f"{ms[c]:.2f} ({ort / ms[c]:.2f}x)" for c in columns]
+        best = min(ms[c] for c in WINOGRAD)
+        lines.append(f"| {r['layer']} | {r['gflop']:.2f} | " + " | ".join(cells) + f" | {ms['atrous'] / best:.2f}x |")
+    return "\n".join(lines) + "\n"
 
 
 def markdown(rows: list[dict], command: str, repeat: int, trials: int = 0) -> str:
@@ -129,19 +160,29 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
     p.add_argument("--tuned", type=int, default=0, metavar="TRIALS",
                    help="also tune each layer with TRIALS MetaSchedule trials, atrous vs stock TVM (equal budget)")
+    p.add_argument("--winograd", action="store_true",
+                   help="the backbone 3x3 convs instead, direct vs Winograd F(2x2) and F(4x4)")
     p.add_argument("--layers", default=None, metavar="I,J,...",
-                   help=f"only these rows of the layer table (0-{len(LAYERS) - 1}; default: all)")
+                   help=f"only these rows of the layer table (ASPP 0-{len(LAYERS) - 1}, backbone "
+                        f"0-{len(BACKBONE) - 1}; default: all)")
     args = p.parse_args(argv)
+    if args.winograd and args.tuned:
+        p.error("--winograd and --tuned are separate tables: run them one at a time")
     preset = targets.get_target(args.target)
-    layers = [LAYERS[int(i)] for i in args.layers.split(",")] if args.layers else LAYERS
+    table = BACKBONE if args.winograd else LAYERS
+    layers = [table[int(i)] for i in args.layers.split(",")] if args.layers else table
     rows = []
     for layer in tqdm(layers, unit="layer"):
-        rows.append(bench_layer(*layer, preset, args.repeat, Path(args.build_dir), args.tuned))
+        rows.append(bench_layer(*layer, preset, args.repeat, Path(args.build_dir), args.tuned, args.winograd))
         tqdm.write(f"{rows[-1]['layer']}: " + ", ".join(f"{k} {v:.2f} ms" for k, v in rows[-1]["ms"].items()))
     command = "make bench-layers" + (f"-tuned TRIALS={args.tuned}" if args.tuned else "")
+    command += "-winograd" if args.winograd else ""
     if args.layers:
         command += f" LAYERS={args.layers}"
-    text = markdown(rows, command, args.repeat, args.tuned)
+    if args.winograd:
+        text = winograd_markdown(rows, command, args.repeat)
+    else:
+        text = markdown(rows, command, args.repeat, args.tuned)
     publish(text, args.out)
     return 0
 

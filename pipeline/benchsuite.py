@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .bench import publish
 from .interface import CompileArgs, compile_model, require_ok, verify_model
+from .optimize import OptimizeOptions
 from .tune import has_database
 
 
@@ -33,7 +34,7 @@ def _rounds(runners: dict, repeat: int) -> dict[str, list[float]]:
     return seconds
 
 
-def bench_model(name: str, preset, repeat: int, build_root: Path) -> dict:
+def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: int = 0) -> dict:
     import torch
 
     from models import count_flops
@@ -45,6 +46,10 @@ def bench_model(name: str, preset, repeat: int, build_root: Path) -> dict:
     threads = preset.target_dict().get("num-cores")
     untuned = compile_model(CompileArgs(src, preset, build_root / "untuned", tuned=False))
     artifacts = [untuned]
+    if winograd:  # untuned, with the Winograd rewrite: its own column
+        wino = compile_model(CompileArgs(src, preset, build_root / f"winograd{winograd}", tuned=False,
+                                         options=OptimizeOptions(winograd=True, winograd_tile=winograd)))
+        require_ok(verify_model(wino, preset, second_reference=False))
     if has_database(preset.tuning_dir):
         artifacts.append(compile_model(CompileArgs(src, preset, build_root / "tuned")))
     for artifact in artifacts:
@@ -58,6 +63,8 @@ def bench_model(name: str, preset, repeat: int, build_root: Path) -> dict:
     runners = {"atrous untuned": CompiledModel(untuned).runner(inputs)}
     if tuned is not untuned and tuned.meta().tuned_tasks:
         runners["atrous tuned"] = CompiledModel(tuned).runner(inputs)
+    if winograd:
+        runners["atrous winograd"] = CompiledModel(wino).runner(inputs)
     runners["pytorch"] = lambda: _torch_run(module, args)
     runners["onnxruntime"] = lambda: session.run(None, inputs)
     seconds = _rounds(runners, repeat)
@@ -75,6 +82,7 @@ def _torch_run(module, args):
 
 
 COLUMNS = ("atrous untuned", "atrous tuned", "pytorch", "onnxruntime")
+EXTRA_COLUMNS = ("atrous winograd",)  # untuned, with --winograd (make bench WINOGRAD=2|4)
 
 
 def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
@@ -83,6 +91,7 @@ def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
     import tvm
 
     spec = preset.target_dict()
+    columns = COLUMNS + tuple(c for c in EXTRA_COLUMNS if any(c in r["ms"] for r in rows))
     lines = [
         f"## Host CPU, {rows[0]['threads'] if rows else '?'} threads, fp32, batch 1 (`{command}`)",
         "",
@@ -91,13 +100,13 @@ def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
         "rounds, milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). A shared machine: "
         "compare ratios, not absolute times.",
         "",
-        "| model | GFLOP | tuned kernels | " + " | ".join(COLUMNS) + " | atrous best GFLOP/s |",
-        "|---|---:|---:|" + "---:|" * len(COLUMNS) + "---:|",
+        "| model | GFLOP | tuned kernels | " + " | ".join(columns) + " | atrous best GFLOP/s |",
+        "|---|---:|---:|" + "---:|" * len(columns) + "---:|",
     ]
     for r in rows:
         ort = r["ms"]["onnxruntime"]
         cells = []
-        for c in COLUMNS:
+        for c in columns:
             ms = r["ms"].get(c)
             cells.append("-" if ms is None else f"{ms:.1f} ({ort / ms:.2f}x)")
         best = min(v for k, v in r["ms"].items() if k.startswith("atrous"))
@@ -127,14 +136,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench")
     p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    p.add_argument("--winograd", type=int, choices=(2, 4), default=0,
+                   help="add a column: untuned with Winograd F(NxN, 3x3) (passes/winograd.py)")
     args = p.parse_args(argv)
     preset = targets.get_target(args.target)
     rows = []
     names = [n for n in args.models.split(",") if n]
     for name in tqdm(names, unit="model"):
-        rows.append(bench_model(name, preset, args.repeat, Path(args.build_dir)))
+        rows.append(bench_model(name, preset, args.repeat, Path(args.build_dir), args.winograd))
         tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in rows[-1]["ms"].items()))
-    command = "make bench " + (f"MODELS={args.models}" if args.models != ",".join(MODELS) else "")
+    command = "make bench " + (f"MODELS={args.models} " if args.models != ",".join(MODELS) else "")
+    command += f"WINOGRAD={args.winograd}" if args.winograd else ""
     text = markdown(rows, command.strip(), preset, args.repeat)
     publish(text, args.out)
     return 0
