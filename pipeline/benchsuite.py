@@ -3,7 +3,8 @@
 For each model: atrous untuned (default schedules only), atrous tuned (the target's committed database, where it
 has records for the model), PyTorch eager and ONNX Runtime, all with the same thread count on the same inputs.
 Runtimes are timed in interleaved rounds (one run of each per round) so that drift on a shared machine hits all
-of them alike; the table reports medians and ratios to ONNX Runtime.
+of them alike; the table reports medians and ratios to ONNX Runtime. ``--winograd N`` (``make bench
+WINOGRAD=4``) adds atrous untuned with the Winograd rewrite. GFLOP/s counts the direct convolution's FLOPs.
 """
 
 from __future__ import annotations

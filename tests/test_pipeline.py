@@ -213,17 +213,16 @@ def test_a_build_hook_is_registered_only_for_its_block():
     assert tvm_ffi.get_global_func(name, allow_missing=True) is None
 
 
-def test_winograd_flag_reaches_the_build_and_is_reported(tmp_path, capsys):
-    """--winograd 4 on a VGG model: the build records it, says it, and still verifies against PyTorch."""
-    import json
+def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
+    """--winograd N -> the build options (reported as a "rewrites:" line); other tiles and GPU targets refused."""
+    from pipeline.cli import _options, _rewrites_line, parser
 
-    common = ["fcn-atrous", "--preset", "tiny", "--winograd", "4", "--build-dir", str(tmp_path)]
-    assert main(["compile", *common]) == 0
-    assert "rewrites: drop_dead_taps, partition_borders, pad_to_tiles, winograd F(4x4, 3x3)" in capsys.readouterr().out
-    assert main(["verify", *common]) == 0
-    assert "vs pytorch" in capsys.readouterr().out
-    meta = json.loads((tmp_path / "fcn-atrous.tiny" / "host" / "meta.json").read_text())
-    assert meta["options"]["winograd"] is True and meta["options"]["winograd_tile"] == 4
+    host = targets.get_target("host")
+    options = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "2"]), host)
+    assert options.winograd and options.winograd_tile == 2 and options.drop_dead_taps
+    assert not _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd
+    assert (_rewrites_line(options.key())
+            == "rewrites: drop_dead_taps, partition_borders, pad_to_tiles, winograd F(2x2, 3x3)")
     with pytest.raises(SystemExit):
         main(["compile", "fcn-atrous", "--winograd", "3"])  # only F(2x2) and F(4x4) exist
     assert "invalid choice" in capsys.readouterr().err
@@ -249,3 +248,4 @@ def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_
     assert kernels[1] > kernels[0] + 4, kernels  # both convs rewritten: transforms, products, copies
     artifact = compile_model(CompileArgs(src, host, tmp_path, options=options, tuned=False))
     require_ok(verify_model(artifact, host, second_reference=False))
+    assert artifact.meta().options == options.key()  # meta.json says how it was built

@@ -18,8 +18,9 @@ work. The rewrite, in plain Relax ops, for a 3x3, stride-1, groups-1 conv over a
    and phases interleaved), cropped to the conv's output.
 
 Not bit-exact: the transforms round differently from the direct sum (relative error ~1e-7 for m = 2, ~1e-6 for
-m = 4 in float32; every use is verified against PyTorch like any other build). Off by default; the issue's
-benchmark decides where it pays (``make bench-layers`` has the layers).
+m = 4 in float32; every use is verified against PyTorch like any other build). Off by default (``--winograd``):
+it pays on wide convs over large maps (``make bench-layers-winograd``: up to 2.5x) and loses on narrow ones or
+small maps (LinkNet, ``make bench WINOGRAD=4``), and nothing yet chooses per conv by measurement.
 """
 
 from __future__ import annotations
@@ -98,7 +99,6 @@ class _Rewriter(PyExprMutator):
     def __init__(self, mod, target, m: int, min_channels: int):
         super().__init__(mod)
         self.mod, self.target, self.m, self.min_channels = mod, target, m, min_channels
-        self.rewritten = 0  # convs rewritten (for reports and tests)
 
     def transform(self):
         return rewrite_functions(self, self.mod)
@@ -157,7 +157,6 @@ class _Rewriter(PyExprMutator):
         y = emit(relax.op.reshape(y, [m, m, out_c, dh, dw, n, rows, cols]))
         y = emit(relax.op.permute_dims(y, [5, 2, 6, 0, 3, 7, 1, 4]))
         y = emit(relax.op.reshape(y, [n, out_c, rows * m * dh, cols * m * dw]))
-        self.rewritten += 1
         return relax.op.strided_slice(y, axes=[2, 3], begin=[0, 0], end=[out_h, out_w])
 
 
