@@ -5,7 +5,6 @@ replaces the default even when it is slower: with a few trials per kernel (a ban
 MetaSchedule's candidates are often worse than the hand-written default, and tuning made models slower. So tuning
 measures the default first, with the same builder and runner as the candidates, and commits it as a record
 carrying its schedule trace: the best record is then never worse than the default, as far as the
-
 measurements can tell.
 
 The default is identified by a digest of its trace, kept in the database's ``trials.json``: when the rules change,
