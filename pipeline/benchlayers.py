@@ -73,9 +73,8 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
 
     name = f"aspp-{c_in}-{size}-r{rate}"
     stock = OptimizeOptions(**{r: False for r in REWRITES})
-    builds = {"atrous": (OptimizeOptions(), False), "no rewrites": (stock, False)}
-    if winograd:
-        builds = {"atrous": (OptimizeOptions(), False)} | {k: (v, False) for k, v in WINOGRAD.items()}
+    others = {k: (v, False) for k, v in WINOGRAD.items()} if winograd else {"no rewrites": (stock, False)}
+    builds = {"atrous": (OptimizeOptions(), False)} | others
     if trials:
         builds |= {"atrous tuned": (OptimizeOptions(), True), "stock MetaSchedule": (stock, True)}
     runners, tasks = {}, {}

@@ -46,16 +46,15 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: int 
     src = source.from_zoo(name, "standard")
     threads = preset.target_dict().get("num-cores")
     untuned = compile_model(CompileArgs(src, preset, build_root / "untuned", tuned=False))
-    artifacts = [untuned]
+    tuned = untuned
+    if has_database(preset.tuning_dir):
+        tuned = compile_model(CompileArgs(src, preset, build_root / "tuned"))
+    wino = None
     if winograd:  # untuned, with the Winograd rewrite: its own column
         wino = compile_model(CompileArgs(src, preset, build_root / f"winograd{winograd}", tuned=False,
                                          options=OptimizeOptions(winograd=True, winograd_tile=winograd)))
-        require_ok(verify_model(wino, preset, second_reference=False))
-    if has_database(preset.tuning_dir):
-        artifacts.append(compile_model(CompileArgs(src, preset, build_root / "tuned")))
-    for artifact in artifacts:
+    for artifact in dict.fromkeys(a for a in (untuned, tuned, wino) if a is not None):  # each build once
         require_ok(verify_model(artifact, preset, second_reference=False))
-    tuned = artifacts[-1]
     inputs, _ = untuned.load_golden()
     module = src.module()
     torch.set_num_threads(threads)
@@ -64,7 +63,7 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: int 
     runners = {"atrous untuned": CompiledModel(untuned).runner(inputs)}
     if tuned is not untuned and tuned.meta().tuned_tasks:
         runners["atrous tuned"] = CompiledModel(tuned).runner(inputs)
-    if winograd:
+    if wino is not None:
         runners["atrous winograd"] = CompiledModel(wino).runner(inputs)
     runners["pytorch"] = lambda: _torch_run(module, args)
     runners["onnxruntime"] = lambda: session.run(None, inputs)
