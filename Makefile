@@ -24,7 +24,7 @@ help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
-	@echo "make bench [MODELS=a,b] [WINOGRAD=4]                                zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench [MODELS=a,b] [WINOGRAD=off|2|4]                          zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
 	@echo "make bench-layers-winograd [LAYERS=0,1]                             backbone 3x3 convs: direct vs Winograd"

@@ -26,7 +26,7 @@ import numpy as np
 from .bench import publish
 from .benchsuite import _cpu_name, _rounds, _torch_run
 from .interface import CompileArgs, compile_model, require_ok, verify_model
-from .optimize import REWRITES, OptimizeOptions
+from .optimize import OptimizeOptions, rewrites_only
 
 # (input channels, output channels, map size, rate): DeepLabV3 ASPP at output stride 16 (17x17, rates 6/12/18)
 # and 8 (33x33, rates doubled), on the MobileNetV2 (320) and ResNet-50 (2048, stride 16 only: seconds per run) heads
@@ -37,8 +37,8 @@ LAYERS = ([(320, 256, 17, r) for r in (6, 12, 18)] + [(320, 256, 33, r) for r in
 BACKBONE = [(64, 64, 65, 1), (128, 128, 33, 1), (256, 256, 17, 1), (512, 512, 17, 2), (512, 512, 33, 1),
             (512, 512, 33, 2)]
 # every layer rewritten (no channel threshold): these rows are where the threshold comes from
-WINOGRAD = {"winograd F(2x2)": OptimizeOptions(winograd=True, winograd_tile=2, winograd_min_channels=1),
-            "winograd F(4x4)": OptimizeOptions(winograd=True, winograd_tile=4, winograd_min_channels=1)}
+WINOGRAD = {"winograd F(2x2)": OptimizeOptions(winograd="2", winograd_min_channels=1),
+            "winograd F(4x4)": OptimizeOptions(winograd="4", winograd_min_channels=1)}
 
 
 def _tune(src, preset, options, trials: int, directory: Path):
@@ -72,7 +72,7 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
         return torch.nn.Conv2d(c_in, c_out, 3, padding=rate, dilation=rate).eval()
 
     name = f"aspp-{c_in}-{size}-r{rate}"
-    stock = OptimizeOptions(**{r: False for r in REWRITES})
+    stock = rewrites_only()
     others = {k: (v, False) for k, v in WINOGRAD.items()} if winograd else {"no rewrites": (stock, False)}
     builds = {"atrous": (OptimizeOptions(), False)} | others
     if trials:

@@ -3,8 +3,9 @@
 For each model: atrous untuned (default schedules only), atrous tuned (the target's committed database, where it
 has records for the model), PyTorch eager and ONNX Runtime, all with the same thread count on the same inputs.
 Runtimes are timed in interleaved rounds (one run of each per round) so that drift on a shared machine hits all
-of them alike; the table reports medians and ratios to ONNX Runtime. ``--winograd N`` (``make bench
-WINOGRAD=4``) adds atrous untuned with the Winograd rewrite. GFLOP/s counts the direct convolution's FLOPs.
+of them alike; the table reports medians and ratios to ONNX Runtime. ``--winograd MODE`` (``make bench
+WINOGRAD=off``) adds atrous untuned with the Winograd rewrite off, or on every wide conv with F(2x2) or F(4x4),
+beside the default (chosen per conv: pipeline/algorithms.py). GFLOP/s counts the direct convolution's FLOPs.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def _rounds(runners: dict, repeat: int) -> dict[str, list[float]]:
     return seconds
 
 
-def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: int = 0) -> dict:
+def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: str = "") -> dict:
     import torch
 
     from models import count_flops
@@ -50,9 +51,9 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: int 
     if has_database(preset.tuning_dir):
         tuned = compile_model(CompileArgs(src, preset, build_root / "tuned"))
     wino = None
-    if winograd:  # untuned, with the Winograd rewrite: its own column
-        wino = compile_model(CompileArgs(src, preset, build_root / f"winograd{winograd}", tuned=False,
-                                         options=OptimizeOptions(winograd=True, winograd_tile=winograd)))
+    if winograd:  # untuned, with the Winograd rewrite forced off or on: its own column
+        wino = compile_model(CompileArgs(src, preset, build_root / f"winograd-{winograd}", tuned=False,
+                                         options=OptimizeOptions(winograd=winograd)))
     for artifact in dict.fromkeys(a for a in (untuned, tuned, wino) if a is not None):  # each build once
         require_ok(verify_model(artifact, preset, second_reference=False))
     inputs, _ = untuned.load_golden()
@@ -64,7 +65,7 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: int 
     if tuned is not untuned and tuned.meta().tuned_tasks:
         runners["atrous tuned"] = CompiledModel(tuned).runner(inputs)
     if wino is not None:
-        runners["atrous winograd"] = CompiledModel(wino).runner(inputs)
+        runners[f"atrous winograd={winograd}"] = CompiledModel(wino).runner(inputs)
     runners["pytorch"] = lambda: _torch_run(module, args)
     runners["onnxruntime"] = lambda: session.run(None, inputs)
     seconds = _rounds(runners, repeat)
@@ -82,7 +83,7 @@ def _torch_run(module, args):
 
 
 COLUMNS = ("atrous untuned", "atrous tuned", "pytorch", "onnxruntime")
-EXTRA_COLUMNS = ("atrous winograd",)  # untuned, with --winograd (make bench WINOGRAD=2|4)
+EXTRA_COLUMNS = tuple(f"atrous winograd={mode}" for mode in ("off", "2", "4"))  # untuned, make bench WINOGRAD=...
 
 
 def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
@@ -136,8 +137,8 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench")
     p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
-    p.add_argument("--winograd", type=int, choices=(2, 4), default=0,
-                   help="add a column: untuned with Winograd F(NxN, 3x3) (passes/winograd.py)")
+    p.add_argument("--winograd", choices=("off", "2", "4"), default="",
+                   help="add a column: untuned with Winograd off, or F(NxN, 3x3) on every wide conv")
     args = p.parse_args(argv)
     preset = targets.get_target(args.target)
     rows = []

@@ -26,9 +26,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", default=None, metavar="DIR",
                    help="tuning database (default: the target's committed one, targets/tuning/<device>/<cpu>)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--winograd", type=int, choices=(2, 4), default=None, metavar="{2,4}",
-                   help="CPU targets: 3x3 convs with >= 128 channels (dilated ones too) as Winograd F(NxN, 3x3); "
-                        "not bit-exact, verified like everything (README: where it pays)")
+    p.add_argument("--winograd", choices=("auto", "off", "2", "4"), default="auto",
+                   help="CPU targets: 3x3 convs (dilated ones too) as Winograd F(NxN, 3x3), not bit-exact, verified "
+                        "like everything. auto (default): per conv, as 'atrous tune' measured it, else by a cost "
+                        "model; 2 or 4: every conv with >= 128 channels in and out; off")
 
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:
@@ -44,11 +45,10 @@ def _options(args, preset):
 
     from .optimize import OptimizeOptions
 
-    if args.winograd and preset.tvm_target().kind.name != "llvm":
-        raise AtrousError(f"--winograd rewrites convs for CPU targets; '{preset.name}' is a "
+    if args.winograd in ("2", "4") and preset.tvm_target().kind.name != "llvm":
+        raise AtrousError(f"--winograd {args.winograd} rewrites convs for CPU targets; '{preset.name}' is a "
                           f"{preset.tvm_target().kind.name} target: drop the flag")
-    return OptimizeOptions(database=Path(args.database) if args.database else None,
-                           winograd=args.winograd is not None, winograd_tile=args.winograd or 4)
+    return OptimizeOptions(database=Path(args.database) if args.database else None, winograd=args.winograd)
 
 
 def _compile(args):
@@ -84,8 +84,8 @@ def _rewrites_line(options: dict) -> str:
     from .optimize import REWRITES
 
     on = [name for name in REWRITES if name != "winograd" and options.get(name)]
-    if options.get("winograd"):
-        on.append(f"winograd F({options['winograd_tile']}x{options['winograd_tile']}, 3x3)")
+    if options.get("winograd", "off") != "off":
+        on.append(f"winograd {options['winograd']}")
     return "rewrites: " + (", ".join(on) or "none")
 
 
@@ -151,7 +151,7 @@ def cmd_tune(args) -> int:
                               "--device tracker://HOST:PORT/KEY (emulated timings would tune for qemu)")
         builder, runner = device_measurement(preset, parse_device(args.device, preset))
     report = tune_model(TuneArgs(src, preset, args.trials, _options(args, preset), database=database, runner=runner,
-                                 builder=builder), progress=not args.json)
+                                 builder=builder, algorithms_only=args.algorithms_only), progress=not args.json)
     if args.json:
         print(json.dumps(report.as_dict()))
     else:
@@ -298,10 +298,14 @@ def parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("tune", help="tune the model's kernels into the target's database (resumable)",
                         description="MetaSchedule tuning: each kernel gets up to --trials measured candidates; "
                         "records go to the target's database (targets/tuning/<device>/<cpu>), which compile "
-                        "applies. Interrupt at any time; a re-run continues where it stopped.")
+                        "applies. On CPU targets each wide 3x3 conv is first timed direct and as Winograd, and "
+                        "the faster kept (algorithms.json). Interrupt at any time; a re-run continues where it "
+                        "stopped.")
     _add_model_args(sp)
     sp.add_argument("--trials", type=_non_negative, default=64,
                     help="trials per kernel (0: only report what the database holds)")
+    sp.add_argument("--algorithms-only", action="store_true",
+                    help="only time each conv direct vs Winograd (minutes, not hours) and keep the faster")
     sp.add_argument("--device", default=None, metavar="tracker://HOST:PORT/KEY",
                     help="measure on a board registered with a TVM RPC tracker (needed for targets that do not "
                          "run on this machine)")

@@ -53,32 +53,44 @@ class Measured:
     error: str = ""
 
 
+def time_schedules(schedules: list, target, builder, runner) -> list[tuple[list[float] | None, str]]:
+    """Build ``schedules`` in one batch (the builder's workers in parallel), then time them one by one:
+    (run seconds, "") each, or (None, why it failed)."""
+    built = builder.build([ms.builder.BuilderInput(s.mod, target) for s in schedules])
+    device = "cpu" if target.kind.name == "llvm" else target.kind.name
+    inputs = [ms.runner.RunnerInput(b.artifact_path, device,
+                                    ms.arg_info.ArgInfo.from_entry_func(s.mod, remove_preproc=True))
+              for s, b in zip(schedules, built) if not b.error_msg]
+    try:
+        futures = iter(runner.run(inputs)) if inputs else iter(())
+        results = []
+        for b in built:
+            if b.error_msg:
+                results.append((None, last_line(b.error_msg)))
+                continue
+            result = next(futures).result()
+            if result.error_msg or not result.run_secs:
+                results.append((None, last_line(result.error_msg or "no timings")))
+            else:
+                results.append(([float(s) for s in result.run_secs], ""))
+        return results
+    finally:
+        for b in built:
+            if b.artifact_path:
+                shutil.rmtree(os.path.dirname(b.artifact_path), ignore_errors=True)
+
+
 def measure_default(task, schedule: s_tir.Schedule, target, database, builder, runner) -> Measured:
     """Build and time ``schedule``, the task's default, and commit it to ``database`` as a record (a failed
     measurement as a failed record: never applied, dropped by compaction, counted as a trial)."""
-    digest = trace_digest(schedule)
+    (run_secs, error), = time_schedules([schedule], target, builder, runner)
     args_info = ms.arg_info.ArgInfo.from_entry_func(schedule.mod, remove_preproc=True)
     workload = database.commit_workload(task.dispatched[0])
-
-    def commit(run_secs: list[float]) -> None:  # a failure too, as MetaSchedule does: it counts as a trial
-        database.commit_tuning_record(ms.database.TuningRecord(schedule.trace, workload, run_secs, target,
-                                                               args_info))
-
-    built = builder.build([ms.builder.BuilderInput(schedule.mod, target)])[0]
-    if built.error_msg:
-        commit([FAILED])
-        return Measured(digest, None, last_line(built.error_msg))
-    try:
-        device = "cpu" if target.kind.name == "llvm" else target.kind.name
-        result = runner.run([ms.runner.RunnerInput(built.artifact_path, device, args_info)])[0].result()
-    finally:
-        shutil.rmtree(os.path.dirname(built.artifact_path), ignore_errors=True)
-    if result.error_msg or not result.run_secs:
-        commit([FAILED])
-        return Measured(digest, None, last_line(result.error_msg or "no timings"))
-    run_secs = [float(s) for s in result.run_secs]
-    commit(run_secs)
-    return Measured(digest, sum(run_secs) / len(run_secs))
+    # a failure is committed too, as MetaSchedule does: it counts as a trial
+    database.commit_tuning_record(ms.database.TuningRecord(schedule.trace, workload, run_secs or [FAILED], target,
+                                                           args_info))
+    seconds = sum(run_secs) / len(run_secs) if run_secs else None
+    return Measured(trace_digest(schedule), seconds, error)
 
 
 def last_line(message: str) -> str:

@@ -20,8 +20,9 @@ class OptimizeOptions:
     ``pad_to_tiles``: on CPU targets, pad dense conv rows and output channels to whole register tiles and crop
     back (exact; passes/tile_padding.py).
     ``winograd``: on CPU targets, 3x3 convs (dilated ones by phase decomposition) as Winograd F(m x m, 3 x 3)
-    with m = ``winograd_tile``, for convs with at least ``winograd_min_channels`` in and out (not bit-exact;
-    passes/winograd.py).
+    (not bit-exact; passes/winograd.py). "auto": per conv, as the database measured it (algorithms.py), else
+    by the cost model there; "2" or "4": every conv with at least ``winograd_min_channels`` in and out, with
+    that m; "off".
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
@@ -29,21 +30,27 @@ class OptimizeOptions:
     drop_dead_taps: bool = True
     partition_borders: bool = True
     pad_to_tiles: bool = True
-    winograd: bool = False
-    winograd_tile: int = 4
+    winograd: str = "auto"
     winograd_min_channels: int = 128
     default_schedules: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
         return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
-                "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd, "winograd_tile": self.winograd_tile,
+                "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
                 "winograd_min_channels": self.winograd_min_channels,
                 "default_schedules": self.default_schedules}
 
 
-# Every rewrite that can be switched off: the dilation suite runs with each one alone on.
-REWRITES = ("drop_dead_taps", "partition_borders", "pad_to_tiles", "winograd")
+# Every rewrite that can be switched off, as (off, on) values: the dilation suite runs with each one alone on.
+REWRITES = {"drop_dead_taps": (False, True), "partition_borders": (False, True), "pad_to_tiles": (False, True),
+            "winograd": ("off", "4")}
+
+
+def rewrites_only(*names: str, **overrides) -> OptimizeOptions:
+    """Options with every rewrite off but ``names``."""
+    values = {name: (on if name in names else off) for name, (off, on) in REWRITES.items()}
+    return OptimizeOptions(**{**values, **overrides})
 
 
 def inference_passes() -> list:
@@ -62,11 +69,20 @@ def dilation_passes(options: OptimizeOptions) -> list:
     ]
 
 
+WINOGRAD = ("auto", "off", "2", "4")
+
+
 def algorithm_passes(options: OptimizeOptions) -> list:
     """Fewer multiplications by another algorithm (CPU targets; rounds differently from the direct sum)."""
-    if not options.winograd:
+    if options.winograd not in WINOGRAD:
+        raise ValueError(f"winograd={options.winograd!r} is not one of {WINOGRAD}")
+    if options.winograd == "off":
         return [tvm.transform.Sequential([])]
-    return [Winograd(options.winograd_tile, options.winograd_min_channels)]
+    if options.winograd == "auto":
+        from .algorithms import Table
+
+        return [Winograd(choose=Table.load(options.database).chooser())]
+    return [Winograd(int(options.winograd), options.winograd_min_channels)]
 
 
 def tiling_passes(options: OptimizeOptions) -> list:

@@ -10,6 +10,7 @@ hung candidate is recorded as failed by MetaSchedule and tuning goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -63,14 +64,18 @@ def open_database(directory: Path, preset) -> ms.database.JSONDatabase:
     return ms.database.JSONDatabase(work_dir=str(directory))
 
 
-def lowered_module(source, preset, options: OptimizeOptions):
-    """The fused TensorIR module that ``compile`` would schedule (without any database)."""
+def relax_module(source):
+    """The model as ``compile`` imports it (Relax, before any pass)."""
     from .interface import write_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         model = load_onnx(write_onnx(source, Path(tmp) / "model.onnx"))
-    mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
-    return lower(mod, preset.tvm_target(), options)
+    return to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
+
+
+def lowered_module(source, preset, options: OptimizeOptions):
+    """The fused TensorIR module that ``compile`` would schedule (the database is not applied)."""
+    return lower(relax_module(source), preset.tvm_target(), options)
 
 
 def extract_tasks(mod, preset) -> list:
@@ -175,9 +180,10 @@ class TuneReport:
     database: Path
     tasks: list[TaskResult] = field(default_factory=list)
     new_trials: int = 0
+    algorithms: dict = field(default_factory=dict)  # {conv key: measured alternatives and choice} (algorithms.py)
 
     def as_dict(self) -> dict:
-        return {"database": str(self.database), "new_trials": self.new_trials,
+        return {"database": str(self.database), "new_trials": self.new_trials, "algorithms": self.algorithms,
                 "tasks": [{"name": t.name, "weight": t.weight, "flops": t.flops, "best_s": t.best_s,
                            "default_s": t.default_s, "gflops": t.gflops, "trials": t.trials,
                            "failed": t.failed} for t in self.tasks]}
@@ -186,7 +192,15 @@ class TuneReport:
         def ms_(seconds):
             return f"{1e3 * seconds:9.3f}" if seconds else f"{'-':>9}"
 
-        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>9} {'default ms':>10} {'best ms':>9} {'gain':>5} "
+        lines = []
+        if self.algorithms:
+            from .algorithms import table_text
+
+            lines += ["direct vs Winograd, measured per conv (ms; algorithms.json):", table_text(self.algorithms)]
+            if not self.tasks:
+                return "\n".join(lines)
+            lines.append("")
+        lines += [f"{'task':<44} {'x':>2} {'MFLOP':>9} {'default ms':>10} {'best ms':>9} {'gain':>5} "
                  f"{'GFLOP/s':>8} {'trials':>6} {'failed':>6}"]
         for t in self.tasks:
             rate = f"{t.gflops:8.1f}" if t.gflops else f"{'-':>8}"
@@ -238,6 +252,7 @@ class TuneArgs:
     runner: object = None  # default: measure on this machine (measure.local_runner)
     builder: object = None  # default: measure.local_builder on every core
     seed: int = 0
+    algorithms_only: bool = False  # measure the convs' algorithms (direct vs Winograd) and stop
     # MetaSchedule's search: "evolutionary" (cost-model guided; what tuning runs use) or "replay-trace" (random
     # samples of the design space: no search cost, for checking the tuning flow itself)
     strategy: str = "evolutionary"
@@ -251,7 +266,22 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     target = preset.tvm_target()
     directory = Path(args.database or preset.tuning_dir)
     database = open_database(directory, preset)
-    tasks = extract_tasks(lowered_module(args.source, preset, args.options), preset)
+    builder, runner = args.builder or measure.local_builder(), args.runner or measure.local_runner()
+    measures_algorithms = args.options.winograd == "auto" and target.kind.name == "llvm"
+    if args.algorithms_only and not measures_algorithms:
+        raise AtrousError(f"--algorithms-only times direct vs Winograd convs, which only CPU targets have, with "
+                          f"--winograd auto; '{preset.name}' is {target.kind.name}, --winograd {args.options.winograd}")
+    mod = relax_module(args.source)
+    algorithms = {}
+    if (args.trials_per_task or args.algorithms_only) and measures_algorithms:
+        from .algorithms import choose_algorithms
+
+        # the algorithm of each conv first (measured here, kept in the database): its kernels are the tasks
+        algorithms = choose_algorithms(mod, preset, args.options, directory, database, builder, runner, progress)
+    if args.algorithms_only:
+        return TuneReport(directory, algorithms=algorithms)
+    options = dataclasses.replace(args.options, database=directory)  # lowering reads the measured choices
+    tasks = extract_tasks(lower(mod, target, options), preset)
     counts = trial_counts(directory)
     # (task, its default schedule when it has not been measured yet, trials left for the search after it)
     todo = []
@@ -259,9 +289,8 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
         budget = max(0, args.trials_per_task - trials_done(directory, database, task))
         default = _stale_default(task, target, counts.get(workload_key(task), {})) if args.trials_per_task else None
         todo.append((task, default, max(0, budget - 1) if default else budget))
-    report, measured, failed = TuneReport(directory), {}, {}
+    report, measured, failed = TuneReport(directory, algorithms=algorithms), {}, {}
     total = sum(n + (d is not None) for _, d, n in todo)
-    builder, runner = args.builder or measure.local_builder(), args.runner or measure.local_runner()
     try:
         with tqdm(total=total, unit="trial", disable=not progress or total == 0, dynamic_ncols=True) as bar:
             for index, (task, default, budget) in enumerate(todo):

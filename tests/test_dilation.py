@@ -7,18 +7,15 @@ import pytest
 
 from pipeline import source
 from pipeline.interface import CompileArgs, compile_model, verify_model
-from pipeline.optimize import REWRITES, OptimizeOptions
+from pipeline.optimize import REWRITES, rewrites_only
 from pipeline.verify import report
 
 from dilation_cases import CASES, build
 
 
-NONE = OptimizeOptions(**{name: False for name in REWRITES})
 # the cases are narrow (4-12 channels): Winograd's performance threshold would leave them all alone
 EXTRA = {"winograd": {"winograd_min_channels": 1}}
-OPTION_SETS = {"baseline": NONE} | {name: NONE.__class__(**{**{r: False for r in REWRITES}, name: True,
-                                                            **EXTRA.get(name, {})})
-                                   for name in REWRITES}
+OPTION_SETS = {"baseline": rewrites_only()} | {name: rewrites_only(name, **EXTRA.get(name, {})) for name in REWRITES}
 
 
 PAIRS = [(case, name) for name in OPTION_SETS for case in CASES]
@@ -50,7 +47,7 @@ def test_dilated_case_matches_pytorch(case, option_set, host, build_root):
         if tvm_ffi.structural_equal(_graph(case.name, option_set), _graph(case.name, "baseline")):
             pytest.skip(f"{option_set} leaves this case's graph unchanged (structurally equal to the baseline's)")
     inputs = _inputs(case)
-    name = f"dilation-{case.name}-{'-'.join(k for k, v in options.key().items() if v) or 'baseline'}"
+    name = f"dilation-{case.name}-{option_set}"
     src = source.from_torch(name, lambda: build(case), inputs)
     artifact = compile_model(CompileArgs(src, host, build_root, options=options))
     result = verify_model(artifact, host)

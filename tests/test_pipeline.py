@@ -214,20 +214,24 @@ def test_a_build_hook_is_registered_only_for_its_block():
 
 
 def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
-    """--winograd N -> the build options (reported as a "rewrites:" line); other tiles and GPU targets refused."""
+    """--winograd MODE -> the build options (reported as a "rewrites:" line); other tiles, and forcing a tile on a
+    GPU target, refused."""
     from pipeline.cli import _options, _rewrites_line, parser
 
-    host = targets.get_target("host")
+    host, h100 = targets.get_target("host"), targets.get_target("h100")
     options = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "2"]), host)
-    assert options.winograd and options.winograd_tile == 2 and options.drop_dead_taps
-    assert not _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd
+    assert options.winograd == "2" and options.drop_dead_taps
+    assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "auto"
     assert (_rewrites_line(options.key())
-            == "rewrites: drop_dead_taps, partition_borders, pad_to_tiles, winograd F(2x2, 3x3)")
+            == "rewrites: drop_dead_taps, partition_borders, pad_to_tiles, winograd 2")
+    off = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "off"]), host)
+    assert _rewrites_line(off.key()) == "rewrites: drop_dead_taps, partition_borders, pad_to_tiles"
+    assert _options(parser().parse_args(["compile", "wavenet", "--target", "h100"]), h100).winograd == "auto"
     with pytest.raises(SystemExit):
         main(["compile", "fcn-atrous", "--winograd", "3"])  # only F(2x2) and F(4x4) exist
     assert "invalid choice" in capsys.readouterr().err
     assert main(["compile", "fcn-atrous", "--preset", "tiny", "--target", "h100", "--winograd", "4"]) == 2
-    assert "--winograd rewrites convs for CPU targets" in capsys.readouterr().err
+    assert "--winograd 4 rewrites convs for CPU targets" in capsys.readouterr().err
 
 
 def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_path):
@@ -243,8 +247,9 @@ def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_
 
     x = np.random.default_rng(0).standard_normal((1, 128, 17, 17)).astype("float32")
     src = source.from_torch("wide-3x3", net, {"x": x})
-    options = OptimizeOptions(winograd=True)
-    kernels = [len(list(lowered_module(src, host, o).functions_items())) for o in (OptimizeOptions(), options)]
+    options = OptimizeOptions(winograd="4")
+    kernels = [len(list(lowered_module(src, host, o).functions_items()))
+               for o in (OptimizeOptions(winograd="off"), options)]
     assert kernels[1] > kernels[0] + 4, kernels  # both convs rewritten: transforms, products, copies
     artifact = compile_model(CompileArgs(src, host, tmp_path, options=options, tuned=False))
     require_ok(verify_model(artifact, host, second_reference=False))

@@ -25,6 +25,9 @@ small maps (LinkNet, ``make bench WINOGRAD=4``), and nothing yet chooses per con
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 import tvm
 from tvm import relax
@@ -94,44 +97,89 @@ def tile_counts(out_h: int, out_w: int, dilation: tuple[int, int], m: int, batch
     return rows, cols
 
 
+@dataclass(frozen=True)
+class Conv:
+    """A conv the rewrite can take: 3x3, stride 1, groups 1, float32, NCHW, over a constant weight."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    dilation: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    out_h: int
+    out_w: int
+
+    def fits(self, m: int) -> bool:
+        """Every phase at least one whole tile of outputs (a rate beyond the map would make most of each tile
+        padding: dead_taps and border_bands handle those)."""
+        return self.out_h >= m * self.dilation[0] and self.out_w >= m * self.dilation[1]
+
+    def key(self) -> str:
+        """The conv's shape as a measurement table names it: ``NxCxHxW->K dDHxDW pT,L,B,R``."""
+        return (f"{self.batch}x{self.in_channels}x{self.height}x{self.width}->{self.out_channels} "
+                f"d{self.dilation[0]}x{self.dilation[1]} p{','.join(str(p) for p in self.padding)}")
+
+    @property
+    def flops(self) -> int:
+        return 2 * 9 * self.batch * self.in_channels * self.out_channels * self.out_h * self.out_w
+
+
+def conv_of(call) -> Conv | None:
+    """The conv ``call`` computes, if the rewrite can take it."""
+    if constant_conv(call) != 2:
+        return None
+    attrs, kernel = call.attrs, [int(k) for k in call.args[1].value.shape]
+    if not (int(attrs.groups) == 1 and [int(s) for s in attrs.strides] == [1, 1] and kernel[2:] == [3, 3]
+            and (attrs.out_dtype or "float32") == "float32" and call.args[0].ty.dtype == "float32"):
+        return None
+    n, c, h, w = (int(v) for v in call.args[0].ty.shape.values)
+    out_h, out_w = (int(v) for v in call.ty.shape.values[2:])
+    return Conv(n, c, h, w, kernel[0], tuple(int(d) for d in attrs.dilation),
+                tuple(int(p) for p in attrs.padding), out_h, out_w)
+
+
+# how the pass asks which tile m a conv gets (None: leave it direct), given the target
+Choose = Callable[[Conv, tvm.target.Target], "int | None"]
+
+
+def threshold(m: int, min_channels: int = MIN_CHANNELS) -> Choose:
+    """Every conv with at least ``min_channels`` input and output channels as F(m x m, 3 x 3)."""
+    return lambda conv, _target: m if min(conv.in_channels, conv.out_channels) >= min_channels else None
+
+
+def products_tile(target, out_channels: int) -> int:
+    """Pixels per register tile of the dense conv schedule that runs the products."""
+    pixels = register_tile(None, out_channels, vector_lanes(target), register_budget(target, 1))
+    return pixels[0] if pixels else 1
+
+
 @mutator
 class _Rewriter(PyExprMutator):
-    def __init__(self, mod, target, m: int, min_channels: int):
+    def __init__(self, mod, target, choose: Choose):
         super().__init__(mod)
-        self.mod, self.target, self.m, self.min_channels = mod, target, m, min_channels
+        self.mod, self.target, self.choose = mod, target, choose
 
     def transform(self):
         return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
-        rewritten = self._rewrite(call) if constant_conv(call) == 2 and self._applies(call) else None
-        return rewritten if rewritten is not None else super().visit_call_(call)
+        conv = conv_of(call)
+        m = self.choose(conv, self.target) if conv is not None else None
+        return self._rewrite(call, conv, m) if m and conv.fits(m) else super().visit_call_(call)
 
-    def _applies(self, call) -> bool:
-        """3x3, stride 1, groups 1, float32, and every phase at least one whole tile of outputs (a rate beyond
-        the map would make most of each tile padding: dead_taps and border_bands handle those)."""
-        attrs, kernel = call.attrs, call.args[1].value.shape
-        out_h, out_w = (int(v) for v in call.ty.shape.values[2:])
-        dh, dw = (int(d) for d in attrs.dilation)
-        return (int(attrs.groups) == 1 and [int(s) for s in attrs.strides] == [1, 1]
-                and [int(k) for k in kernel[2:]] == [3, 3] and min(int(kernel[0]), int(kernel[1])) >= self.min_channels
-                and out_h >= self.m * dh and out_w >= self.m * dw
-                and (attrs.out_dtype or "float32") == "float32" and call.args[0].ty.dtype == "float32")
-
-    def _rewrite(self, call):
-        emit, m = self.builder_.emit, self.m
-        attrs, (data, weight) = call.attrs, call.args
+    def _rewrite(self, call, conv: Conv, m: int):
+        emit = self.builder_.emit
+        data, weight = call.args
         kernel = weight.value.numpy()
         dtype = kernel.dtype
-        out_c, in_c = kernel.shape[:2]
-        n, _, height, width = (int(v) for v in data.ty.shape.values)
-        out_h, out_w = (int(v) for v in call.ty.shape.values[2:])
-        dh, dw = (int(d) for d in attrs.dilation)
-        top, left, _, _ = (int(p) for p in attrs.padding)
+        n, in_c, height, width, out_c = conv.batch, conv.in_channels, conv.height, conv.width, conv.out_channels
+        out_h, out_w = conv.out_h, conv.out_w
+        (dh, dw), (top, left, _, _) = conv.dilation, conv.padding
         a, positions = m + 2, (m + 2) ** 2
         # the products are a 1x1 conv over ``phases x tiles`` pixels laid out as rows of the register tile's width
-        pixels = register_tile(None, out_c, vector_lanes(self.target), register_budget(self.target, 1))
-        pixels = pixels[0] if pixels else 1
+        pixels = products_tile(self.target, out_c)
         rows, cols = tile_counts(out_h, out_w, (dh, dw), m, n, pixels)
         phases, span = dh * dw * n, rows * cols
         in_rows, in_cols = m * rows + 2, m * cols + 2  # per phase, every tile's input
@@ -162,16 +210,24 @@ class _Rewriter(PyExprMutator):
 
 @tvm.transform.module_pass(opt_level=0, name="Winograd")
 class Winograd:
-    """3x3 convs (any dilation) with at least ``min_channels`` input and output channels as Winograd
-    F(m x m, 3 x 3) on CPU targets (see module docstring); a no-op for other targets."""
+    """3x3 convs (any dilation) as Winograd F(m x m, 3 x 3) on CPU targets (see module docstring); a no-op for
+    other targets. ``choose`` gives each conv's m (None: leave it direct); without it, every conv with at least
+    ``min_channels`` input and output channels gets ``m``."""
 
-    def __init__(self, m: int = 4, min_channels: int = MIN_CHANNELS):
+    def __init__(self, m: int = 4, min_channels: int = MIN_CHANNELS, choose: Choose | None = None):
         if m not in TRANSFORMS:
             raise ValueError(f"Winograd tile {m} is not one of {sorted(TRANSFORMS)}")
-        self.m, self.min_channels = m, min_channels
+        chosen = choose or threshold(m, min_channels)
+        self.choose = lambda conv, target: _checked(chosen(conv, target))
 
     def transform_module(self, mod, _ctx):
         target = tvm.target.Target.current(allow_none=True)
         if target is None or target.kind.name != "llvm":
             return mod
-        return _Rewriter(mod, target, self.m, self.min_channels).transform()
+        return _Rewriter(mod, target, self.choose).transform()
+
+
+def _checked(m: int | None) -> int | None:
+    if m is not None and m not in TRANSFORMS:
+        raise ValueError(f"Winograd tile {m} is not one of {sorted(TRANSFORMS)}")
+    return m
