@@ -8,6 +8,7 @@ PRESET ?= standard
 TARGET ?= host
 PYTEST_ARGS ?=
 TRIALS ?= 64
+comma  := ,
 
 ARM_DEVICES := rpi4 rpi5 jetson-orin-cpu aarch64
 CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
@@ -24,6 +25,7 @@ help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
+	@echo "make algorithms-<device> [MODELS=a,b]                             time direct vs Winograd per conv"
 	@echo "make bench [MODELS=a,b] [WINOGRAD=off|2|4]                          zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
@@ -70,6 +72,11 @@ run: venv
 # Tuning is resumable: an interrupted run keeps its records and a re-run tops every kernel up to TRIALS.
 tune-%: venv
 	$(BIN)/atrous tune $(MODEL) --preset $(PRESET) --target $* --trials $(TRIALS)
+
+# Only the direct-vs-Winograd choice of each wide 3x3 conv (minutes per model), for MODELS (default: MODEL).
+algorithms-%: venv
+	for m in $(subst $(comma), ,$(or $(MODELS),$(MODEL))); do \
+		$(BIN)/atrous tune $$m --preset $(PRESET) --target $* --algorithms-only || exit 1; done
 
 # Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, appended to BENCHMARKS.md.
 MODELS ?=

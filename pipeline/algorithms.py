@@ -192,3 +192,28 @@ def table_text(entries: dict) -> str:
         cells = [f"{1e3 * entry[n]:10.3f}" if entry.get(n) else f"{'-':>10}" for n in names]
         lines.append(f"{key:<40} " + " ".join(cells) + f"  {entry['choice']}")
     return "\n".join(lines)
+
+
+def summary(mod: tvm.IRModule, database: Path | None) -> dict:
+    """What the Winograd pass did to a lowered module's convs: {"F(4x4)": n, "F(2x2)": n, "direct": n,
+    "measured": how many of those choices came from the database's measurements}."""
+    from .passes.winograd import DECISIONS
+
+    decisions = [str(d).rsplit(": ", 1) for d in (mod.attrs or {}).get(DECISIONS, [])]
+    measured = Table.load(database).convs
+    counts: dict = {}
+    for _, m in decisions:
+        name = "direct" if m == "0" else f"F({m}x{m})"
+        counts[name] = counts.get(name, 0) + 1
+    counts["measured"] = sum(1 for key, _ in decisions if key in measured)
+    return counts if decisions else {}
+
+
+def summary_text(counts: dict) -> str:
+    """One line for compile's report."""
+    if not counts:
+        return "winograd: no 3x3 conv it applies to"
+    convs = sum(v for k, v in counts.items() if k != "measured")
+    rewritten = ", ".join(f"{v} as {k}" for k, v in sorted(counts.items()) if k.startswith("F("))
+    return (f"winograd: {rewritten or 'none'} of {convs} 3x3 convs it applies to "
+            f"({counts['measured']} chosen by measurement, {convs - counts['measured']} by the cost model)")

@@ -51,6 +51,7 @@ class Meta:
     tuned_tasks: int = 0  # kernels scheduled from the database; the others use the untuned default
     total_tasks: int = 0
     options: dict = field(default_factory=dict)  # the graph rewrites it was built with (OptimizeOptions.key())
+    winograd: dict = field(default_factory=dict)  # {"F(4x4)": convs, ..., "direct": convs, "measured": convs}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -76,7 +76,11 @@ def _tuning_line(meta) -> str:
     else:
         line = (f"tuned {meta.tuned_tasks}/{meta.total_tasks} kernels from {meta.database}"
                 f" ({meta.total_tasks - meta.tuned_tasks} fell back to default schedules)")
-    return line + "\n" + _rewrites_line(meta.options)
+    from .algorithms import summary_text
+
+    line += "\n" + _rewrites_line(meta.options)
+    cpu = meta.target_json.get("kind") == "llvm"
+    return line + ("\n" + summary_text(meta.winograd) if cpu and meta.options.get("winograd", "off") != "off" else "")
 
 
 def _rewrites_line(options: dict) -> str:
@@ -96,7 +100,7 @@ def cmd_compile(args) -> int:
         print(json.dumps({"model": src.name, "target": preset.name, "artifact": str(artifact.root),
                           "seconds": round(seconds, 2), "database": meta.database,
                           "tuned_tasks": meta.tuned_tasks, "total_tasks": meta.total_tasks,
-                          "options": meta.options}))
+                          "options": meta.options, "winograd": meta.winograd}))
     else:
         print(f"compiled {src.name} for {preset.name} in {seconds:.1f} s -> {artifact.root}")
         print(_tuning_line(meta))

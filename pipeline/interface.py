@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import algorithms
 from . import artifact as art
 from .build import build, export
 from .errors import AtrousError, VerificationError
@@ -109,6 +110,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         model = load_onnx(onnx_path)
         mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
         mod = lower(mod, preset.tvm_target(), options)
+        winograd = algorithms.summary(mod, options.database)
         tuned, total = tuned_task_count(mod, preset, options.database)
         mod = apply_schedules(mod, preset.tvm_target(), options)
         expected = reference_outputs(source, onnx_path)
@@ -121,7 +123,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
                         inputs=inputs, outputs=outputs,
                         reference=source.reference_kind, fingerprint=key, versions=versions(),
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
-                        total_tasks=total, options=options.key())
+                        total_tasks=total, options=options.key(), winograd=winograd)
         (stage.path / "meta.json").write_text(meta.to_json())
         stage.commit()
     return art.Artifact(final)

@@ -1,10 +1,11 @@
 """Stage: MetaSchedule tuning into the device's reviewed database.
 
-Tasks come from exactly the module ``compile`` builds (same passes, no database), so every record applies. Each
-task's first trial is its default schedule (the one ``compile`` uses without a record), measured and stored as a
-record, so that a tuned kernel is never slower than the untuned one (default_record.py). Tasks are tuned one at a
-time: records are appended to the JSON database as candidates are measured, an interrupt loses
-at most the batch in flight, and a re-run resumes by giving each task only the trials it still lacks. A crashed or
+On CPU targets, each wide 3x3 conv's algorithm (direct or Winograd) is chosen first, by measurement
+(algorithms.py). Tasks come from exactly the module ``compile`` builds (same passes and choices), so every record
+applies. Each task's first trial is its default schedule (the one ``compile`` uses without a record), measured and
+stored as a record, so that a tuned kernel is never slower than the untuned one (default_record.py). Tasks are
+tuned one at a time: records are appended to the JSON database as candidates are measured, an interrupt loses at
+most the batch in flight, and a re-run resumes by giving each task only the trials it still lacks. A crashed or
 hung candidate is recorded as failed by MetaSchedule and tuning goes on.
 """
 

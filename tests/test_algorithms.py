@@ -10,10 +10,11 @@ import tvm_ffi
 
 import targets
 from pipeline import source
-from pipeline.algorithms import TABLE, Table, candidate_convs, choice, cost_model, multiply_saving
+from pipeline.algorithms import (TABLE, Table, candidate_convs, choice, cost_model, multiply_saving, summary,
+                                 summary_text)
 from pipeline.errors import AtrousError
 from pipeline.optimize import OptimizeOptions
-from pipeline.passes.winograd import Conv, products_tile
+from pipeline.passes.winograd import DECISIONS, Conv, products_tile
 from pipeline.tune import TuneArgs, lowered_module, relax_module, tune_model
 
 
@@ -76,12 +77,19 @@ def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
         return lowered_module(src, host, OptimizeOptions(database=tmp_path if entry else None))
 
     plain = lowered(None)  # no table: 64 channels is below the cost model's threshold
-    assert tvm_ffi.structural_equal(plain, lowered_module(src, host, OptimizeOptions(winograd="off")))
+    assert summary(plain, None) == {"direct": 2, "measured": 0}  # the stride-2 conv is not a candidate
+    assert summary_text(summary(plain, None)) == ("winograd: none of 2 3x3 convs it applies to "
+                                                  "(0 chosen by measurement, 2 by the cost model)")
+    # the decisions are a module attribute; the graph is the one built without the pass
+    assert tvm_ffi.structural_equal(plain.without_attr(DECISIONS),
+                                    lowered_module(src, host, OptimizeOptions(winograd="off")))
     for m in (2, 4):
         rewritten = lowered({f"winograd{m}": 0.5, "choice": f"winograd{m}"})
         forced = lowered_module(src, host, OptimizeOptions(winograd=str(m), winograd_min_channels=1))
         assert tvm_ffi.structural_equal(rewritten, forced), m  # both convs, as measured
+        assert summary(rewritten, tmp_path) == {f"F({m}x{m})": 2, "measured": 2}
     assert tvm_ffi.structural_equal(lowered({"winograd4": 2.0, "choice": "direct"}), plain)
+    assert summary(plain, tmp_path) == {"direct": 2, "measured": 2}
     # the cost model where the table has no entry: 128 channels on 33x33 is rewritten untuned
     assert cost_model(conv(128, 33), target) == 4
 

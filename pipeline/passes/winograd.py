@@ -18,9 +18,10 @@ work. The rewrite, in plain Relax ops, for a 3x3, stride-1, groups-1 conv over a
    and phases interleaved), cropped to the conv's output.
 
 Not bit-exact: the transforms round differently from the direct sum (relative error ~1e-7 for m = 2, ~1e-6 for
-m = 4 in float32; every use is verified against PyTorch like any other build). Off by default (``--winograd``):
-it pays on wide convs over large maps (``make bench-layers-winograd``: up to 2.5x) and loses on narrow ones or
-small maps (LinkNet, ``make bench WINOGRAD=4``), and nothing yet chooses per conv by measurement.
+m = 4 in float32; every use is verified against PyTorch like any other build). Which convs it takes, and with
+which m, is the caller's choice (``choose``): it pays on wide convs over large maps (``make
+bench-layers-winograd``: up to 2.5x) and loses on narrow ones or small maps, so by default each conv gets what
+``atrous tune`` measured on the device, else a cost model (pipeline/algorithms.py).
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def conv_of(call) -> Conv | None:
                 tuple(int(p) for p in attrs.padding), out_h, out_w)
 
 
+# the module attribute listing what the pass did with each conv it could take, as "conv key: m" (0: direct)
+DECISIONS = "atrous_winograd"
 # how the pass asks which tile m a conv gets (None: leave it direct), given the target
 Choose = Callable[[Conv, tvm.target.Target], "int | None"]
 
@@ -160,13 +163,17 @@ class _Rewriter(PyExprMutator):
     def __init__(self, mod, target, choose: Choose):
         super().__init__(mod)
         self.mod, self.target, self.choose = mod, target, choose
+        self.decisions: list[str] = []  # "conv key: m" (0: direct) of every conv it could take
 
     def transform(self):
-        return rewrite_functions(self, self.mod)
+        mod = rewrite_functions(self, self.mod)
+        return mod.with_attr(DECISIONS, self.decisions) if self.decisions else mod
 
     def visit_call_(self, call):
         conv = conv_of(call)
         m = self.choose(conv, self.target) if conv is not None else None
+        if conv is not None:
+            self.decisions.append(f"{conv.key()}: {m if m and conv.fits(m) else 0}")
         return self._rewrite(call, conv, m) if m and conv.fits(m) else super().visit_call_(call)
 
     def _rewrite(self, call, conv: Conv, m: int):
