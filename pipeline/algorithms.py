@@ -38,10 +38,14 @@ def tile_of(name: str) -> int | None:
 
 
 # --- the cost model: convs the database has not measured ------------------------------------------------------
-# Fitted to znver3 measurements (make bench-layers-winograd; the measured tables in targets/tuning/host): F(4x4)
-# wins from 128 channels in and out, when its tiles waste little of the map.
-MIN_CHANNELS = 128
+# Fitted to the znver3 table (make algorithms-host, targets/tuning/host/znver3/algorithms.json): direct time over
+# F(4x4) time was 1.3x-3.9x for every conv with C*K/(C+K) >= 80 (128->256 and wider) whose tiles save at least 2x
+# of the multiplications; 0.95x-1.66x for 64-128 channels (a win only on maps of 129x129); 0.61x-1.05x for 64->64;
+# 0.55x for 512 channels at rate 4 on 17x17 (each phase a 4x4 map: 0.75x the multiplications after rounding up).
+# The transforms cost per tile in proportion to C + K; the products save in proportion to C * K.
 MIN_SAVING = 2.0
+WIDE = 80  # C*K/(C+K) from which F(4x4) pays on any map its tiles fit
+MEDIUM, LARGE_MAP = 40, 8000  # ... and from which it pays on maps of at least this many outputs
 
 
 def multiply_saving(conv: Conv, m: int, target) -> float:
@@ -54,10 +58,12 @@ def multiply_saving(conv: Conv, m: int, target) -> float:
 
 
 def cost_model(conv: Conv, target) -> int | None:
-    """F(4x4) for wide convs whose tiles cover the map with little waste; otherwise direct."""
-    if min(conv.in_channels, conv.out_channels) < MIN_CHANNELS or not conv.fits(4):
+    """F(4x4) for convs wide enough for their map whose tiles waste little; otherwise direct."""
+    if not conv.fits(4) or multiply_saving(conv, 4, target) < MIN_SAVING:
         return None
-    return 4 if multiply_saving(conv, 4, target) >= MIN_SAVING else None
+    width = conv.in_channels * conv.out_channels / (conv.in_channels + conv.out_channels)
+    large = conv.out_h * conv.out_w >= LARGE_MAP
+    return 4 if width >= WIDE or (width >= MEDIUM and large) else None
 
 
 # --- the measured table ---------------------------------------------------------------------------------------

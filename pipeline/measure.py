@@ -76,12 +76,13 @@ def device_measurement(preset, device):
     return local_builder(compiler=linker_for(preset)), runner
 
 
-def evaluator(repeat: int = 3, min_repeat_ms: int = 50) -> ms.runner.EvaluatorConfig:
-    """Each candidate: ``repeat`` timings of at least ``min_repeat_ms``, CPU caches flushed between them."""
+def evaluator(repeat: int = 3, min_repeat_ms: int = 50, cache_flush: bool = True) -> ms.runner.EvaluatorConfig:
+    """Each candidate: ``repeat`` timings of at least ``min_repeat_ms``, CPU caches flushed between them (or
+    not: a kernel that reads what the previous one wrote finds it in cache when a model runs)."""
     return ms.runner.EvaluatorConfig(number=1, repeat=repeat, min_repeat_ms=min_repeat_ms,
-                                     enable_cpu_cache_flush=True)
+                                     enable_cpu_cache_flush=cache_flush)
 
 
-def local_runner() -> ms.runner.LocalRunner:
+def local_runner(cache_flush: bool = True) -> ms.runner.LocalRunner:
     """Measure on this machine, one candidate at a time (timings must not share the cores)."""
-    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=evaluator())
+    return ms.runner.LocalRunner(timeout_sec=RUN_TIMEOUT_S, evaluator_config=evaluator(cache_flush=cache_flush))

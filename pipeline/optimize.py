@@ -8,7 +8,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps, PadToTiles, PartitionBorders, Winograd
+from .passes import DropDeadTaps, PadToTiles, PartitionBorders, TransposedConvPhases, Winograd
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,8 @@ class OptimizeOptions:
 
     ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
     ``partition_borders``: split dilated convs into output bands over their live taps (exact; passes/border_bands.py).
+    ``transposed_phases``: strided transposed convs as one dense conv over their output phases (exact;
+    passes/transposed_phases.py).
     ``pad_to_tiles``: on CPU targets, pad dense conv rows and output channels to whole register tiles and crop
     back (exact; passes/tile_padding.py).
     ``winograd``: on CPU targets, 3x3 convs (dilated ones by phase decomposition) as Winograd F(m x m, 3 x 3)
@@ -29,6 +31,7 @@ class OptimizeOptions:
     database: Path | None = None
     drop_dead_taps: bool = True
     partition_borders: bool = True
+    transposed_phases: bool = True
     pad_to_tiles: bool = True
     winograd: str = "auto"
     winograd_min_channels: int = 128
@@ -37,14 +40,15 @@ class OptimizeOptions:
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
         return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
+                "transposed_phases": self.transposed_phases,
                 "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
                 "winograd_min_channels": self.winograd_min_channels,
                 "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off, as (off, on) values: the dilation suite runs with each one alone on.
-REWRITES = {"drop_dead_taps": (False, True), "partition_borders": (False, True), "pad_to_tiles": (False, True),
-            "winograd": ("off", "4")}
+REWRITES = {"drop_dead_taps": (False, True), "partition_borders": (False, True), "transposed_phases": (False, True),
+            "pad_to_tiles": (False, True), "winograd": ("off", "4")}
 
 
 def rewrites_only(*names: str, **overrides) -> OptimizeOptions:
@@ -66,6 +70,7 @@ def dilation_passes(options: OptimizeOptions) -> list:
     return [
         DropDeadTaps() if options.drop_dead_taps else off,
         PartitionBorders() if options.partition_borders else off,
+        TransposedConvPhases() if options.transposed_phases else off,
     ]
 
 
@@ -130,7 +135,7 @@ def graph_passes(options: OptimizeOptions) -> list:
     return (
         # Phase: inference simplification (batch norm and friends to arithmetic, constant folding)
         inference_passes()
-        # Phase: dilation-aware rewrites (exact: every output bit unchanged)
+        # Phase: dilation-aware rewrites (exact: the same products, minus those that can only multiply zeros)
         + dilation_passes(options)
         + [relax.transform.FoldConstant()]
         # Phase: 3x3 convs as Winograd products (CPU, optional; verified like everything, not bit-exact)

@@ -277,8 +277,11 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     if (args.trials_per_task or args.algorithms_only) and measures_algorithms:
         from .algorithms import choose_algorithms
 
-        # the algorithm of each conv first (measured here, kept in the database): its kernels are the tasks
-        algorithms = choose_algorithms(mod, preset, args.options, directory, database, builder, runner, progress)
+        # the algorithm of each conv first (measured here, kept in the database): its kernels are the tasks. Timed
+        # with warm caches: a Winograd conv is a chain of kernels, each reading what the previous one just wrote
+        # (flushing before each would charge it cold misses it never has in a model)
+        algorithms = choose_algorithms(mod, preset, args.options, directory, database, builder,
+                                       args.runner or measure.local_runner(cache_flush=False), progress)
     if args.algorithms_only:
         return TuneReport(directory, algorithms=algorithms)
     options = dataclasses.replace(args.options, database=directory)  # lowering reads the measured choices

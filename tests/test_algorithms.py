@@ -38,6 +38,8 @@ def test_cost_model_counts_tile_waste(host):
     assert cost_model(conv(512, 33), target) == 4
     assert cost_model(conv(512, 33, rate=2), target) == 4
     assert cost_model(conv(64, 65), target) is None  # narrow: the transforms cost more than they save
+    assert cost_model(conv(128, 33), target) is None  # medium width: only on large maps
+    assert cost_model(conv(128, 129), target) == 4
     # rate 4 on 17x17: each phase is ~4x4 outputs, one F(4x4) tile of 6x6 inputs per phase row... most is waste
     assert multiply_saving(conv(512, 17, rate=4), 4, target) < 1
     assert cost_model(conv(512, 17, rate=4), target) is None
@@ -90,8 +92,8 @@ def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
         assert summary(rewritten, tmp_path) == {f"F({m}x{m})": 2, "measured": 2}
     assert tvm_ffi.structural_equal(lowered({"winograd4": 2.0, "choice": "direct"}), plain)
     assert summary(plain, tmp_path) == {"direct": 2, "measured": 2}
-    # the cost model where the table has no entry: 128 channels on 33x33 is rewritten untuned
-    assert cost_model(conv(128, 33), target) == 4
+    # the cost model where the table has no entry: 256 channels on 17x17 is rewritten untuned
+    assert cost_model(conv(256, 17), target) == 4
 
 
 @pytest.mark.slow

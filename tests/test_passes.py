@@ -189,3 +189,43 @@ def test_winograd_matches_pytorch(m, conv, shape):
     rel_l2 = np.linalg.norm(got - want) / np.linalg.norm(want)
     # F(4x4) rounds more than F(2x2): its transforms have entries up to 8 and 1/24 (module docstring)
     assert rel_l2 < {2: 1e-6, 4: 5e-6}[m] and np.abs(got - want).max() < 1e-4, (rel_l2, np.abs(got - want).max())
+
+
+@pytest.mark.parametrize("conv, shape", [
+    (dict(kernel_size=3, stride=2, padding=1, output_padding=1), (1, 8, 8, 8)),  # LinkNet's decoder
+    (dict(kernel_size=2, stride=2), (2, 8, 7, 9)),  # LinkNet's last layer: 1x1 per phase; batch 2
+    (dict(kernel_size=4, stride=2, padding=1), (1, 8, 5, 5)),  # FCN-style upsampling
+    (dict(kernel_size=3, stride=3, output_padding=2), (1, 8, 4, 6)),  # more phases than taps per axis
+    (dict(kernel_size=3, stride=(2, 1), padding=(1, 0), output_padding=(1, 0)), (1, 8, 5, 6)),  # one axis strided
+])
+def test_transposed_conv_phases_match_pytorch(conv, shape):
+    """A strided transposed conv as one dense conv over its output phases, built unscheduled and run, against
+    PyTorch; the transposed conv is gone from the graph."""
+    from tvm import relax
+
+    from pipeline.ingest import to_relax
+    from pipeline.passes import TransposedConvPhases
+
+    torch.manual_seed(0)
+    module = torch.nn.ConvTranspose2d(shape[1], 6, **conv).eval()
+    x = np.random.default_rng(0).standard_normal(shape).astype("float32")
+    path = export_onnx(module, {"x": x}, ["y"], _tmp() / "m.onnx")
+    mod = TransposedConvPhases()(to_relax(onnx.load(str(path)), {"x": shape}))
+    assert "conv2d_transpose" not in mod.script()
+    vm = relax.VirtualMachine(tvm.compile(mod, target="llvm"), tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    want = module(torch.from_numpy(x)).detach().numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_transposed_conv_phases_take_a_3x3_stride2_kernel_as_2x2_taps():
+    from pipeline.passes import TransposedConvPhases
+
+    up = torch.nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1).eval()
+    (conv,) = _convs(up, (1, 8, 9, 9), passes=(TransposedConvPhases(),))
+    assert [int(d) for d in conv.args[1].ty.shape.values] == [16, 8, 2, 2]  # 4 phases x 4 filters, 4 taps
+    for declined in (torch.nn.ConvTranspose2d(8, 8, 3, stride=2, padding=2, dilation=2),
+                     torch.nn.ConvTranspose2d(8, 8, 3, stride=2, groups=2),
+                     torch.nn.ConvTranspose2d(8, 8, 3, stride=1)):  # stride 1: no inserted zeros to skip
+        assert _convs(declined.eval(), (1, 8, 9, 9), passes=(TransposedConvPhases(),)) == []

@@ -223,9 +223,9 @@ def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
     assert options.winograd == "2" and options.drop_dead_taps
     assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "auto"
     assert (_rewrites_line(options.key())
-            == "rewrites: drop_dead_taps, partition_borders, pad_to_tiles, winograd 2")
+            == "rewrites: drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles, winograd 2")
     off = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "off"]), host)
-    assert _rewrites_line(off.key()) == "rewrites: drop_dead_taps, partition_borders, pad_to_tiles"
+    assert _rewrites_line(off.key()) == "rewrites: drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles"
     assert _options(parser().parse_args(["compile", "wavenet", "--target", "h100"]), h100).winograd == "auto"
     with pytest.raises(SystemExit):
         main(["compile", "fcn-atrous", "--winograd", "3"])  # only F(2x2) and F(4x4) exist

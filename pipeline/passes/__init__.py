@@ -5,6 +5,8 @@ from .mutate import rewrite_functions
 from .border_bands import PartitionBorders, bands
 from .dead_taps import DropDeadTaps, live_taps
 from .tile_padding import PadToTiles
+from .transposed_phases import TransposedConvPhases
 from .winograd import Winograd
 
-__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "bands", "live_taps", "rewrite_functions", "Winograd"]
+__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "bands", "live_taps", "rewrite_functions", "TransposedConvPhases",
+           "Winograd"]
