@@ -17,7 +17,7 @@ class OptimizeOptions:
 
     ``drop_dead_taps``: crop conv kernels to the taps that can read real input (exact; see passes/dead_taps.py).
     ``partition_borders``: split dilated convs into output bands over their live taps (exact; passes/border_bands.py).
-    ``transposed_phases``: strided transposed convs as one dense conv over their output phases (exact;
+    ``transposed_phases``: transposed convs as one dense conv over their output phases (exact;
     passes/transposed_phases.py).
     ``pad_to_tiles``: on CPU targets, pad dense conv rows and output channels to whole register tiles and crop
     back (exact; passes/tile_padding.py).

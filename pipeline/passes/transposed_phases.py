@@ -1,4 +1,4 @@
-"""Strided transposed convs as one dense conv over the output phases (sub-pixel convolution).
+"""Transposed convs as one dense conv over the output phases (sub-pixel convolution).
 
 A stride-s transposed conv is lowered as its definition: spread the input with s-1 zeros between pixels, pad, and
 convolve with the flipped kernel, so s^2 - 1 of every s^2 products multiply an inserted zero, and the kernel is
@@ -10,7 +10,9 @@ runs it), followed by one depth-to-space copy and a crop. Exact: the same produc
 another order, so the last bit may differ).
 
 Taken: 2-D, NCHW/IOHW, groups 1, dilation 1, float32, a constant weight. For 3x3 stride 2 this is 4 taps per
-output phase instead of 9 (2x2 sub-kernels, one of them padded with zero taps), for 2x2 stride 2 one 1x1 conv.
+output phase instead of 9 (2x2 sub-kernels, one of them padded with zero taps), for 2x2 stride 2 one 1x1 conv. A
+stride-1 transposed conv has no zeros to skip but still computes its kernel in the loop nest: it becomes a
+plain conv with the flipped kernel (one phase).
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def _transposed_conv(call) -> bool:
     attrs = call.attrs
     return (isinstance(call.args[1], tvm.ir.expr.GenericConst) and (attrs.data_layout, attrs.kernel_layout) ==
             ("NCHW", "IOHW") and int(attrs.groups) == 1 and [int(d) for d in attrs.dilation] == [1, 1]
-            and max(int(s) for s in attrs.strides) > 1 and call.args[0].ty.dtype == "float32"
+            and call.args[0].ty.dtype == "float32"
             and (attrs.out_dtype or "float32") == "float32")
 
 
@@ -77,16 +79,16 @@ class _Rewriter(PyExprMutator):
                                     padding=[th - 1, tw - 1, max(0, rows - height), max(0, cols - width)]))
         if int(y.ty.shape.values[2]) != rows or int(y.ty.shape.values[3]) != cols:
             y = emit(relax.op.strided_slice(y, axes=[2, 3], begin=[0, 0], end=[rows, cols]))
-        # (n, r_h, r_w, o, q_h, q_w) -> (n, o, q_h, r_h, q_w, r_w): depth to space
-        y = emit(relax.op.reshape(y, [n, sh, sw, out_c, rows, cols]))
-        y = emit(relax.op.permute_dims(y, [0, 3, 4, 1, 5, 2]))
-        y = emit(relax.op.reshape(y, [n, out_c, rows * sh, cols * sw]))
+        if sh * sw > 1:  # (n, r_h, r_w, o, q_h, q_w) -> (n, o, q_h, r_h, q_w, r_w): depth to space
+            y = emit(relax.op.reshape(y, [n, sh, sw, out_c, rows, cols]))
+            y = emit(relax.op.permute_dims(y, [0, 3, 4, 1, 5, 2]))
+            y = emit(relax.op.reshape(y, [n, out_c, rows * sh, cols * sw]))
         return relax.op.strided_slice(y, axes=[2, 3], begin=[top, left], end=[top + out_h, left + out_w])
 
 
 @tvm.transform.module_pass(opt_level=0, name="TransposedConvPhases")
 class TransposedConvPhases:
-    """Strided transposed convs as one dense conv over their output phases (see module docstring)."""
+    """Transposed convs as one dense conv over their output phases (see module docstring)."""
 
     def transform_module(self, mod, _ctx):
         return _Rewriter(mod).transform()
