@@ -25,8 +25,8 @@ help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
 	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
-	@echo "make algorithms-<device> [MODELS=a,b]                             time direct vs Winograd per conv"
-	@echo "make bench [MODELS=a,b] [WINOGRAD=off|2|4]                          zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
+	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off]                      zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
 	@echo "make bench-layers-winograd [LAYERS=0,1]                             backbone 3x3 convs: direct vs Winograd"
@@ -81,7 +81,7 @@ algorithms-%: venv
 # Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, appended to BENCHMARKS.md.
 MODELS ?=
 bench: venv
-	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(WINOGRAD),--winograd $(WINOGRAD)) --out BENCHMARKS.md
+	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) --out BENCHMARKS.md
 
 # The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
 bench-layers: venv

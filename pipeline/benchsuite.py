@@ -3,9 +3,9 @@
 For each model: atrous untuned (default schedules only), atrous tuned (the target's committed database, where it
 has records for the model), PyTorch eager and ONNX Runtime, all with the same thread count on the same inputs.
 Runtimes are timed in interleaved rounds (one run of each per round) so that drift on a shared machine hits all
-of them alike; the table reports medians and ratios to ONNX Runtime. ``--winograd MODE`` (``make bench
-WINOGRAD=off``) adds atrous untuned with the Winograd rewrite off, or on every wide conv with F(2x2) or F(4x4),
-beside the default (chosen per conv: pipeline/algorithms.py). GFLOP/s counts the direct convolution's FLOPs.
+of them alike; the table reports medians and ratios to ONNX Runtime. ``--variant OPTION=VALUE``
+(``make bench VARIANT=winograd=off``) adds a column: atrous untuned with one ``OptimizeOptions`` field changed,
+e.g. a rewrite switched off, measured in the same rounds as the default. GFLOP/s counts the direct convolution's FLOPs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def _rounds(runners: dict, repeat: int) -> dict[str, list[float]]:
     return seconds
 
 
-def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: str = "") -> dict:
+def bench_model(name: str, preset, repeat: int, build_root: Path, variant: str = "") -> dict:
     import torch
 
     from models import count_flops
@@ -50,11 +50,11 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: str 
     tuned = untuned
     if has_database(preset.tuning_dir):
         tuned = compile_model(CompileArgs(src, preset, build_root / "tuned"))
-    wino = None
-    if winograd:  # untuned, with the Winograd rewrite forced off or on: its own column
-        wino = compile_model(CompileArgs(src, preset, build_root / f"winograd-{winograd}", tuned=False,
-                                         options=OptimizeOptions(winograd=winograd)))
-    for artifact in dict.fromkeys(a for a in (untuned, tuned, wino) if a is not None):  # each build once
+    other = None
+    if variant:  # untuned, with one option changed: its own column
+        other = compile_model(CompileArgs(src, preset, build_root / variant.replace("=", "-"), tuned=False,
+                                          options=variant_options(variant)))
+    for artifact in dict.fromkeys(a for a in (untuned, tuned, other) if a is not None):  # each build once
         require_ok(verify_model(artifact, preset, second_reference=False))
     inputs, _ = untuned.load_golden()
     module = src.module()
@@ -64,8 +64,8 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, winograd: str 
     runners = {"atrous untuned": CompiledModel(untuned).runner(inputs)}
     if tuned is not untuned and tuned.meta().tuned_tasks:
         runners["atrous tuned"] = CompiledModel(tuned).runner(inputs)
-    if wino is not None:
-        runners[f"atrous winograd={winograd}"] = CompiledModel(wino).runner(inputs)
+    if other is not None:
+        runners[f"atrous {variant}"] = CompiledModel(other).runner(inputs)
     runners["pytorch"] = lambda: _torch_run(module, args)
     runners["onnxruntime"] = lambda: session.run(None, inputs)
     seconds = _rounds(runners, repeat)
@@ -83,7 +83,22 @@ def _torch_run(module, args):
 
 
 COLUMNS = ("atrous untuned", "atrous tuned", "pytorch", "onnxruntime")
-EXTRA_COLUMNS = tuple(f"atrous winograd={mode}" for mode in ("off", "2", "4"))  # untuned, make bench WINOGRAD=...
+
+
+def variant_options(variant: str) -> OptimizeOptions:
+    """``OPTION=VALUE`` (a field of OptimizeOptions; booleans as true/false) -> the default options so changed."""
+    import dataclasses
+
+    key, _, value = variant.partition("=")
+    fields = {f.name: f for f in dataclasses.fields(OptimizeOptions) if f.name != "database"}
+    if key not in fields or not value:
+        raise ValueError(f"--variant wants OPTION=VALUE with OPTION one of {sorted(fields)}, not {variant!r}")
+    default = getattr(OptimizeOptions(), key)
+    if isinstance(default, bool):
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"--variant {key} takes true or false, not {value!r}")
+        return OptimizeOptions(**{key: value.lower() == "true"})
+    return OptimizeOptions(**{key: type(default)(value)})
 
 
 def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
@@ -92,7 +107,7 @@ def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
     import tvm
 
     spec = preset.target_dict()
-    columns = COLUMNS + tuple(c for c in EXTRA_COLUMNS if any(c in r["ms"] for r in rows))
+    columns = COLUMNS + tuple(sorted({c for r in rows for c in r["ms"] if c not in COLUMNS}))
     lines = [
         f"## Host CPU, {rows[0]['threads'] if rows else '?'} threads, fp32, batch 1 (`{command}`)",
         "",
@@ -137,17 +152,23 @@ def main(argv=None) -> int:
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench")
     p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
-    p.add_argument("--winograd", choices=("off", "2", "4"), default="",
-                   help="add a column: untuned with Winograd off, or F(NxN, 3x3) on every wide conv")
+    p.add_argument("--variant", default="", metavar="OPTION=VALUE",
+                   help="add a column: untuned with one OptimizeOptions field changed (winograd=off, "
+                        "transposed_phases=false, ...)")
     args = p.parse_args(argv)
+    if args.variant:
+        try:
+            variant_options(args.variant)
+        except ValueError as err:
+            p.error(str(err))
     preset = targets.get_target(args.target)
     rows = []
     names = [n for n in args.models.split(",") if n]
     for name in tqdm(names, unit="model"):
-        rows.append(bench_model(name, preset, args.repeat, Path(args.build_dir), args.winograd))
+        rows.append(bench_model(name, preset, args.repeat, Path(args.build_dir), args.variant))
         tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in rows[-1]["ms"].items()))
     command = "make bench " + (f"MODELS={args.models} " if args.models != ",".join(MODELS) else "")
-    command += f"WINOGRAD={args.winograd}" if args.winograd else ""
+    command += f"VARIANT={args.variant}" if args.variant else ""
     text = markdown(rows, command.strip(), preset, args.repeat)
     publish(text, args.out)
     return 0

@@ -254,3 +254,17 @@ def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_
     artifact = compile_model(CompileArgs(src, host, tmp_path, options=options, tuned=False))
     require_ok(verify_model(artifact, host, second_reference=False))
     assert artifact.meta().options == options.key()  # meta.json says how it was built
+
+
+def test_bench_variant_changes_one_option():
+    """make bench VARIANT=OPTION=VALUE: the extra column's build options, and what it refuses."""
+    from pipeline.benchsuite import variant_options
+    from pipeline.optimize import OptimizeOptions
+
+    assert variant_options("winograd=off") == OptimizeOptions(winograd="off")
+    assert variant_options("transposed_phases=false") == OptimizeOptions(transposed_phases=False)
+    assert variant_options("winograd_min_channels=64") == OptimizeOptions(winograd_min_channels=64)
+    with pytest.raises(ValueError, match="one of"):
+        variant_options("database=/tmp")
+    with pytest.raises(ValueError, match="true or false"):
+        variant_options("pad_to_tiles=no")
