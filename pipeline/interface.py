@@ -110,7 +110,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         model = load_onnx(onnx_path)
         mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
         mod = lower(mod, preset.tvm_target(), options)
-        winograd = algorithms.summary(mod, options.database)
+        winograd = algorithms.summary(mod, options.database if options.winograd == "auto" else None)
         tuned, total = tuned_task_count(mod, preset, options.database)
         mod = apply_schedules(mod, preset.tvm_target(), options)
         expected = reference_outputs(source, onnx_path)

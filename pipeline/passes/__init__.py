@@ -8,5 +8,5 @@ from .tile_padding import PadToTiles
 from .transposed_phases import TransposedConvPhases
 from .winograd import Winograd
 
-__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "bands", "live_taps", "rewrite_functions", "TransposedConvPhases",
-           "Winograd"]
+__all__ = ["DropDeadTaps", "PadToTiles", "PartitionBorders", "TransposedConvPhases", "Winograd", "bands", "live_taps",
+           "rewrite_functions"]

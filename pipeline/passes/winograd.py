@@ -122,10 +122,6 @@ class Conv:
         return (f"{self.batch}x{self.in_channels}x{self.height}x{self.width}->{self.out_channels} "
                 f"d{self.dilation[0]}x{self.dilation[1]} p{','.join(str(p) for p in self.padding)}")
 
-    @property
-    def flops(self) -> int:
-        return 2 * 9 * self.batch * self.in_channels * self.out_channels * self.out_h * self.out_w
-
 
 def conv_of(call) -> Conv | None:
     """The conv ``call`` computes, if the rewrite can take it."""
