@@ -5,7 +5,8 @@ has records for the model), PyTorch eager and ONNX Runtime, all with the same th
 Runtimes are timed in interleaved rounds (one run of each per round) so that drift on a shared machine hits all
 of them alike; the table reports medians and ratios to ONNX Runtime. ``--variant OPTION=VALUE``
 (``make bench VARIANT=winograd=off``) adds a column: atrous untuned with one ``OptimizeOptions`` field changed,
-e.g. a rewrite switched off, measured in the same rounds as the default. GFLOP/s counts the direct convolution's FLOPs.
+e.g. a rewrite switched off, measured in the same rounds as the default. GFLOP/s counts the direct convolution's
+FLOPs.
 """
 
 from __future__ import annotations
