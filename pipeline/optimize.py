@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,8 +112,8 @@ def lowering_passes() -> list:
 def schedule_passes(options: OptimizeOptions, target) -> list:
     """Tuned schedules from the database first; kernels it lacks get the family's default rules."""
     passes = []
-    if options.database is not None:
-        passes.append(relax.transform.MetaScheduleApplyDatabase(str(options.database)))
+    if options.database is not None:  # apply_schedules enters the database (parsed once per process)
+        passes.append(relax.transform.MetaScheduleApplyDatabase())
     from tvm.s_tir import dlight
 
     from .schedules import default_rules, stock_gpu_rules
@@ -159,7 +160,10 @@ def lower(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions(
 
 
 def apply_schedules(mod: tvm.IRModule, target, options: OptimizeOptions) -> tvm.IRModule:
-    with target:
+    from .database import read_database
+
+    database = read_database(options.database) if options.database is not None else contextlib.nullcontext()
+    with target, database:
         # dlight's pass updates the module it is given in place: give it a copy, so ``mod`` stays unscheduled
         copy = tvm.IRModule(dict(mod.functions_items()), attrs=mod.attrs)
         return tvm.transform.Sequential(schedule_passes(options, target))(copy)

@@ -26,6 +26,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import measure
+from .database import read_database
 from .default_record import SearchView, default_schedule, last_line, measure_default, trace_digest
 from .errors import AtrousError
 from .ingest import load_onnx, to_relax
@@ -397,5 +398,5 @@ def tuned_task_count(mod, preset, directory: Path | None) -> tuple[int, int]:
     tasks = ms.relax_integration.extract_tasks(mod, preset.tvm_target())
     if not has_database(directory):
         return 0, len(tasks)
-    database = ms.database.JSONDatabase(work_dir=str(directory))
+    database = read_database(directory)
     return sum(1 for t in tasks if records_for(database, t)), len(tasks)
