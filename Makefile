@@ -7,6 +7,7 @@ MODEL  ?= deeplabv3-mobilenet
 PRESET ?= standard
 TARGET ?= host
 PYTEST_ARGS ?=
+TEST_WORKERS ?= auto
 TRIALS ?= 64
 comma  := ,
 
@@ -23,7 +24,7 @@ all: run
 
 help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
-	@echo "make test  [PYTEST_ARGS=...]                                        run the test suite"
+	@echo "make test  [PYTEST_ARGS=...] [TEST_WORKERS=auto|N]                   run the test suite (one worker per core)"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
 	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off]                      zoo vs PyTorch/ORT -> BENCHMARKS.md"
@@ -133,8 +134,9 @@ list: venv
 	$(BIN)/atrous list models
 	$(BIN)/atrous list targets
 
+# One pytest-xdist worker per core; work stealing keeps both busy to the end (the slow end-to-end cases vary a lot).
 test: venv
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 clean:
 	rm -rf build

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from filelock import FileLock
+
 from . import artifact as art
 from .errors import ToolchainError
 
@@ -177,6 +179,17 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
     stamp = _stamp(arch)
     if (final / "stamp").is_file() and (final / "stamp").read_text() == stamp:
         return RuntimeBuild(final, name)
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(base / f".{name}.lock"):  # another process (a second compile, a test worker) may be building it
+        if (final / "stamp").is_file() and (final / "stamp").read_text() == stamp:
+            return RuntimeBuild(final, name)
+        _build(arch, base, final, stamp)
+    return RuntimeBuild(final, name)
+
+
+def _build(arch: Arch, base: Path, final: Path, stamp: str) -> None:
+    """Configure, compile and install the runtime into ``final`` (the caller holds the build lock)."""
+    name = arch.name
     cmake = _require("cmake", "cmake")
     if arch.compiler:
         _require(arch.compiler, " ".join(arch.packages))
@@ -205,4 +218,3 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
             shutil.copy2(lib, stage.path / "lib" / file_name)
         (stage.path / "stamp").write_text(stamp)
         stage.commit()
-    return RuntimeBuild(final, name)

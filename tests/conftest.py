@@ -1,5 +1,7 @@
 """Shared fixtures: the host preset and a session-wide build root outside the source tree."""
 
+import os
+
 import pytest
 
 
@@ -12,4 +14,11 @@ def host():
 
 @pytest.fixture(scope="session")
 def build_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("build")
+    """Artifacts per test process; under pytest-xdist the runtime builds (``runtime/``) are shared by the workers,
+    so each architecture's runtime is compiled once (build_runtime locks it while building)."""
+    root = tmp_path_factory.mktemp("build")
+    if "PYTEST_XDIST_WORKER" in os.environ:
+        shared = tmp_path_factory.getbasetemp().parent / "runtime"
+        shared.mkdir(exist_ok=True)
+        (root / "runtime").symlink_to(shared, target_is_directory=True)
+    return root
