@@ -211,10 +211,11 @@ def _require_local(preset, job: str) -> None:
 
 
 def cmd_bench(args) -> int:
+    import targets
     from .bench import bench, table
 
+    _require_local(targets.get_target(args.target), "bench")  # before compiling: say so at once
     src, preset, artifact, _ = _compile(args)
-    _require_local(preset, "bench")
     threads = preset.target_dict().get("num-cores") or os.cpu_count()
     rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
     if args.json:
@@ -223,6 +224,23 @@ def cmd_bench(args) -> int:
     else:
         print(f"bench {src.name} on {preset.name}, {threads} threads, {args.repeat} runs each")
         print(table(rows))
+    return 0
+
+
+def cmd_profile(args) -> int:
+    import targets
+    from .profile import profile
+    from .runner import CompiledModel
+
+    _require_local(targets.get_target(args.target), "profile")
+    src, preset, artifact, _ = _compile(args)
+    result = profile(CompiledModel(artifact), artifact.load_golden()[0], args.repeat)
+    if args.json:
+        print(json.dumps({"model": src.name, "target": preset.name, **result.as_dict()}))
+    else:
+        print(f"profile {src.name} on {preset.name} ({artifact.root}), {args.repeat} runs")
+        print(_tuning_line(artifact.meta()))
+        print(result.table(args.top))
     return 0
 
 
@@ -284,7 +302,8 @@ def parser() -> argparse.ArgumentParser:
     for name, fn, text in (("compile", cmd_compile, "compile a model for a device"),
                            ("verify", cmd_verify, "compile if needed, run, and compare with PyTorch/ONNX Runtime"),
                            ("bench", cmd_bench, "time the compiled model next to PyTorch and ONNX Runtime"),
-                           ("run", cmd_run, "compile, verify and bench in one report (the main job)")):
+                           ("run", cmd_run, "compile, verify and bench in one report (the main job)"),
+                           ("profile", cmd_profile, "time each kernel of the compiled model on this machine")):
         sp = sub.add_parser(name, help=text, description=text)
         _add_model_args(sp)
         _add_compile_args(sp)
@@ -292,8 +311,11 @@ def parser() -> argparse.ArgumentParser:
             sp.add_argument("--emit-shaders", action="store_true",
                             help="list the generated GPU device code (Vulkan GLSL/SPIR-V, CUDA C/cubin) kept in "
                                  "build/<model>/<target>/device/")
-        if fn in (cmd_bench, cmd_run):
-            sp.add_argument("--repeat", type=_positive, default=10, help="timed runs per runtime")
+        if fn in (cmd_bench, cmd_run, cmd_profile):
+            sp.add_argument("--repeat", type=_positive, default=10 if fn is not cmd_profile else 5,
+                            help="timed runs" + ("" if fn is cmd_profile else " per runtime"))
+        if fn is cmd_profile:
+            sp.add_argument("--top", type=_positive, default=25, help="kernels listed (the rest are summed)")
         if fn in (cmd_verify, cmd_run):
             sp.add_argument("--device", default=None, metavar="URL",
                             help="where to run: ssh://user@host, rpc://host:port[/key], tracker://host:port/key "

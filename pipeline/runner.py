@@ -44,6 +44,11 @@ class CompiledModel:
             devices = [self.device, tvm.cpu(0)]  # the VM runs shape computations on the host
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), devices)
 
+    @property
+    def vm(self):
+        """The Relax virtual machine (pipeline.profile instruments it)."""
+        return self._vm
+
     def _args(self, inputs):
         import tvm
 

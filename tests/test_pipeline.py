@@ -268,3 +268,21 @@ def test_bench_variant_changes_one_option():
         variant_options("database=/tmp")
     with pytest.raises(ValueError, match="true or false"):
         variant_options("pad_to_tiles=no")
+
+
+def test_profile_times_each_kernel_and_the_cli_refuses_a_board_before_compiling(small_artifact, tmp_path, capsys):
+    from pipeline.profile import BUILTINS, profile
+
+    _, artifact, _ = small_artifact
+    result = profile(CompiledModel(artifact), artifact.load_golden()[0], runs=3)
+    names = [k.name for k in result.kernels]
+    conv = next(k for k in result.kernels if "conv2d" in k.name)
+    assert conv.calls >= 1 and conv.seconds > 0 and BUILTINS in names, names
+    assert [k.seconds for k in result.kernels] == sorted((k.seconds for k in result.kernels), reverse=True)
+    assert 0 < result.kernel_seconds < 2 * result.run_seconds
+    table = result.table(top=1)
+    assert result.kernels[0].name[:52] in table and f"({len(names) - 1} more kernels)" in table
+    assert main(["profile", "deeplabv3-mobilenet", "--preset", "tiny", "--target", "rpi4",
+                 "--build-dir", str(tmp_path)]) == 2
+    assert "times the model on this machine" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir()), "refused before compiling"
