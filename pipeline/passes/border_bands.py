@@ -17,9 +17,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
-from .mutate import rewrite_functions
+from .mutate import ModuleRewriter
 
 MAX_KEPT = 0.7  # partition only when the bands keep at most this share of the multiply-adds
 
@@ -46,14 +46,7 @@ def kept_share(row_bands, col_bands, kernel_h: int, kernel_w: int) -> float:
 
 
 @mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.mod = mod
-
-    def transform(self):
-        return rewrite_functions(self, self.mod)
-
+class _Rewriter(ModuleRewriter):
     def visit_call_(self, call):
         if getattr(call.op, "name", None) == "relax.nn.conv2d":
             rewritten = self._rewrite(call)

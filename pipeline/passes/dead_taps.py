@@ -15,9 +15,9 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
-from .mutate import constant_conv, conv_op, rewrite_functions
+from .mutate import ModuleRewriter, constant_conv, conv_op
 
 
 def _reads_input(t: int, size: int, out: int, stride: int, dilation: int, pad_lo: int) -> bool:
@@ -53,14 +53,10 @@ def _crop_axis(size, kernel, stride, dilation, pad_lo, pad_hi):
 
 
 @mutator
-class _Rewriter(PyExprMutator):
+class _Rewriter(ModuleRewriter):
     def __init__(self, mod):
         super().__init__(mod)
-        self.mod = mod
         self.dropped = 0  # taps removed, summed over convs (for reports)
-
-    def transform(self):
-        return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
         ndim = constant_conv(call)

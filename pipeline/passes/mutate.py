@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tvm
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator
 
 # conv op -> (data layout, kernel layout, spatial axes) of the convs the rewrites understand
 CONV_LAYOUTS = {"relax.nn.conv2d": ("NCHW", "OIHW", 2), "relax.nn.conv1d": ("NCW", "OIW", 1)}
@@ -19,6 +20,18 @@ def constant_conv(call) -> int | None:
 
 def conv_op(ndim: int):
     return relax.op.nn.conv2d if ndim == 2 else relax.op.nn.conv1d
+
+
+class ModuleRewriter(PyExprMutator):
+    """Base of the rewrites' mutators (each decorated ``@mutator``, overriding ``visit_call_``): it keeps the
+    module, and ``transform()`` returns it with every Relax function rewritten."""
+
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.mod = mod
+
+    def transform(self):
+        return rewrite_functions(self, self.mod)
 
 
 def rewrite_functions(rewriter, mod):

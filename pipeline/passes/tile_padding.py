@@ -21,10 +21,10 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
 from ..schedules.packed_conv import MIN_IN_CHANNELS, register_budget, register_tile, vector_lanes
-from .mutate import constant_conv, conv_op, rewrite_functions
+from .mutate import ModuleRewriter, constant_conv, conv_op
 
 
 def round_up(size: int, tile: int) -> int:
@@ -33,15 +33,11 @@ def round_up(size: int, tile: int) -> int:
 
 
 @mutator
-class _Rewriter(PyExprMutator):
+class _Rewriter(ModuleRewriter):
     def __init__(self, mod, target):
         super().__init__(mod)
-        self.mod = mod
         self.target = target
         self.padded = 0  # convs rewritten (for reports and tests)
-
-    def transform(self):
-        return rewrite_functions(self, self.mod)
 
     def visit_call_(self, call):
         ndim = constant_conv(call)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
-from .mutate import rewrite_functions
+from .mutate import ModuleRewriter
 
 
 def phase_weight(kernel: np.ndarray, stride: tuple[int, int]) -> np.ndarray:
@@ -53,14 +53,7 @@ def _transposed_conv(call) -> bool:
 
 
 @mutator
-class _Rewriter(PyExprMutator):
-    def __init__(self, mod):
-        super().__init__(mod)
-        self.mod = mod
-
-    def transform(self):
-        return rewrite_functions(self, self.mod)
-
+class _Rewriter(ModuleRewriter):
     def visit_call_(self, call):
         return self._rewrite(call) if _transposed_conv(call) else super().visit_call_(call)
 

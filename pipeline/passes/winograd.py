@@ -32,10 +32,10 @@ from typing import Callable
 import numpy as np
 import tvm
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
+from tvm.relax.expr_functor import mutator
 
 from ..schedules.packed_conv import register_budget, register_tile, vector_lanes
-from .mutate import constant_conv, rewrite_functions
+from .mutate import ModuleRewriter, constant_conv, rewrite_functions
 
 # Lavin & Gray's F(m, 3) matrices (correlation form: y_i = sum_k x_{i+k} g_k): (B^T, G, A^T)
 TRANSFORMS = {
@@ -155,10 +155,10 @@ def products_tile(target, out_channels: int) -> int:
 
 
 @mutator
-class _Rewriter(PyExprMutator):
+class _Rewriter(ModuleRewriter):
     def __init__(self, mod, target, choose: Choose):
         super().__init__(mod)
-        self.mod, self.target, self.choose = mod, target, choose
+        self.target, self.choose = target, choose
         self.decisions: list[str] = []  # "conv key: m" (0: direct) of every conv it could take
 
     def transform(self):
