@@ -3,6 +3,7 @@ made for another target. One small model (one dilated conv task plus a pooled he
 most of it is MetaSchedule's one-time import of its tensor intrinsics and per-task worker start-up."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -189,3 +190,16 @@ def test_failed_candidates_are_recorded_and_reported_and_tuning_goes_on(host, tm
         assert task.failed and all("the board went away" in why for why in task.failed), task
     assert "candidates of this run failed" in report.table() and "the board went away" in report.table()
     assert not (database / "database_tuning_record.json").read_text().strip()  # failures are not kept
+
+
+def test_a_database_is_parsed_once_until_its_files_change(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from pipeline.database import read_database
+
+    ms.database.JSONDatabase(work_dir=str(tmp_path))  # creates the two empty files
+    first = read_database(tmp_path)
+    assert read_database(tmp_path / ".." / tmp_path.name) is first  # same directory, unchanged: not parsed again
+    records = tmp_path / "database_tuning_record.json"
+    os.utime(records, ns=(records.stat().st_atime_ns, records.stat().st_mtime_ns + 1))  # as a tuning run's write
+    assert read_database(tmp_path) is not first
