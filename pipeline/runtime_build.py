@@ -177,14 +177,16 @@ def build_runtime(arch_name: str | None = None, root: Path | None = None) -> Run
     base = Path(root or art.BUILD_ROOT) / "runtime"
     final = base / name
     stamp = _stamp(arch)
-    if (final / "stamp").is_file() and (final / "stamp").read_text() == stamp:
-        return RuntimeBuild(final, name)
-    base.mkdir(parents=True, exist_ok=True)
-    with FileLock(base / f".{name}.lock"):  # another process (a second compile, a test worker) may be building it
-        if (final / "stamp").is_file() and (final / "stamp").read_text() == stamp:
-            return RuntimeBuild(final, name)
-        _build(arch, base, final, stamp)
+    if not _up_to_date(final, stamp):
+        base.mkdir(parents=True, exist_ok=True)
+        with FileLock(base / f".{name}.lock"):  # another process (a compile, a test worker) may be building it
+            if not _up_to_date(final, stamp):
+                _build(arch, base, final, stamp)
     return RuntimeBuild(final, name)
+
+
+def _up_to_date(final: Path, stamp: str) -> bool:
+    return (final / "stamp").is_file() and (final / "stamp").read_text() == stamp
 
 
 def _build(arch: Arch, base: Path, final: Path, stamp: str) -> None:
