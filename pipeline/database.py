@@ -8,9 +8,12 @@ their size or modification time changes. Writers (tuning) open their own instanc
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tvm.s_tir import meta_schedule as ms
+
+from .errors import AtrousError
 
 FILES = ("database_workload.json", "database_tuning_record.json")
 
@@ -28,6 +31,24 @@ def read_database(directory: Path) -> ms.database.JSONDatabase:
     version = _version(directory)
     cached = _cache.get(directory)
     if cached is None or cached[0] != version:
+        check_files(directory)
         cached = (version, ms.database.JSONDatabase(work_dir=str(directory)))
         _cache[directory] = cached
     return cached[1]
+
+
+def check_files(directory: Path) -> None:
+    """Raise AtrousError if a database file has a line that is not a JSON record: TVM's parser crashes the process
+    on one (a blank line is enough), and a hand-edited or truncated file should get a message instead."""
+    for name in FILES:
+        path = Path(directory) / name
+        if not path.is_file():
+            continue
+        with open(path) as lines:
+            for number, line in enumerate(lines, 1):
+                try:
+                    json.loads(line)
+                except ValueError:
+                    raise AtrousError(f"tuning database {directory}: line {number} of {name} is not a JSON record "
+                                      "(edited or cut short?); restore the file (git checkout) or remove the "
+                                      "line") from None

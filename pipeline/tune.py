@@ -26,7 +26,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import measure
-from .database import read_database
+from .database import check_files, read_database
 from .default_record import SearchView, default_schedule, last_line, measure_default, trace_digest
 from .errors import AtrousError
 from .ingest import load_onnx, to_relax
@@ -63,6 +63,7 @@ def open_database(directory: Path, preset) -> ms.database.JSONDatabase:
         check_database(directory, preset)
     else:
         manifest.write_text(json.dumps(database_identity(preset), indent=2) + "\n")
+    check_files(directory)
     return ms.database.JSONDatabase(work_dir=str(directory))
 
 

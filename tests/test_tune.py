@@ -203,3 +203,14 @@ def test_a_database_is_parsed_once_until_its_files_change(tmp_path):
     records = tmp_path / "database_tuning_record.json"
     os.utime(records, ns=(records.stat().st_atime_ns, records.stat().st_mtime_ns + 1))  # as a tuning run's write
     assert read_database(tmp_path) is not first
+
+
+def test_a_database_file_with_a_broken_line_is_an_error_not_a_crash(tmp_path):
+    from tvm.s_tir import meta_schedule as ms
+
+    from pipeline.database import read_database
+
+    ms.database.JSONDatabase(work_dir=str(tmp_path))
+    (tmp_path / "database_tuning_record.json").write_text("\n")  # TVM's parser segfaults on this
+    with pytest.raises(AtrousError, match="line 1 of database_tuning_record.json is not a JSON record"):
+        read_database(tmp_path)
