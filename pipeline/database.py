@@ -15,7 +15,8 @@ from tvm.s_tir import meta_schedule as ms
 
 from .errors import AtrousError
 
-FILES = ("database_workload.json", "database_tuning_record.json")
+RECORDS, WORKLOADS = "database_tuning_record.json", "database_workload.json"
+FILES = (WORKLOADS, RECORDS)
 
 _cache: dict[Path, tuple[tuple, ms.database.JSONDatabase]] = {}
 

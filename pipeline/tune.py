@@ -26,7 +26,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
 from . import measure
-from .database import check_files, read_database
+from .database import RECORDS, WORKLOADS, check_files, read_database
 from .default_record import SearchView, default_schedule, last_line, measure_default, trace_digest
 from .errors import AtrousError
 from .ingest import load_onnx, to_relax
@@ -90,7 +90,7 @@ def _flops(task) -> float:
     return float(tvm.s_tir.analysis.estimate_tir_flops(task.dispatched[0]))
 
 
-RECORDS, WORKLOADS, TRIALS = "database_tuning_record.json", "database_workload.json", "trials.json"
+TRIALS = "trials.json"
 KEEP = 8  # records kept per kernel after a run: the fastest, so the committed database stays reviewable
 
 
@@ -322,7 +322,7 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     finally:  # also on an interrupt: what was measured is kept, compacted
         if report.new_trials:
             compact(directory, defaults=measured)
-    database = ms.database.JSONDatabase(work_dir=str(directory))
+    database = read_database(directory)  # as compacted; a compile later in this process reuses the parse
     counts = trial_counts(directory)
     for task in tasks:
         default = counts.get(workload_key(task), {}).get("default", {})
@@ -391,7 +391,7 @@ def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, call
 
 
 def has_database(directory: Path | None) -> bool:
-    return directory is not None and (Path(directory) / "database_tuning_record.json").is_file()
+    return directory is not None and (Path(directory) / RECORDS).is_file()
 
 
 def tuned_task_count(mod, preset, directory: Path | None) -> tuple[int, int]:
