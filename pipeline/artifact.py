@@ -52,6 +52,7 @@ class Meta:
     total_tasks: int = 0
     options: dict = field(default_factory=dict)  # the graph rewrites it was built with (OptimizeOptions.key())
     winograd: dict = field(default_factory=dict)  # {"F(4x4)": convs, ..., "direct": convs, "measured": convs}
+    kernel_flops: dict = field(default_factory=dict)  # {kernel name: FLOPs} (pipeline/flops.py), for profiles
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -22,6 +23,7 @@ from pathlib import Path
 from .bench import publish
 from .interface import CompileArgs, compile_model, require_ok, verify_model
 from .optimize import OptimizeOptions
+from .peak import fma_peak
 from .tune import has_database
 
 
@@ -102,7 +104,7 @@ def variant_options(variant: str) -> OptimizeOptions:
     return OptimizeOptions(**{key: type(default)(value)})
 
 
-def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
+def markdown(rows: list[dict], command: str, preset, repeat: int, peak_gflops: float) -> str:
     import onnxruntime
     import torch
     import tvm
@@ -115,7 +117,9 @@ def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
         f"{datetime.date.today().isoformat()}; {_cpu_name()} (LLVM mcpu `{spec.get('mcpu')}`); TVM {tvm.__version__}, "
         f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}. Median of {repeat} interleaved "
         "rounds, milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). A shared machine: "
-        "compare ratios, not absolute times.",
+        "compare ratios, not absolute times. GFLOP/s: the PyTorch model's conv and matmul FLOPs over atrous' "
+        f"better time; in brackets, the share of this machine's fp32 FMA peak, measured before the models at "
+        f"{peak_gflops:.0f} GFLOP/s on {rows[0]['threads'] if rows else '?'} threads (pipeline/peak.py).",
         "",
         "| model | GFLOP | tuned kernels | " + " | ".join(columns) + " | atrous best GFLOP/s |",
         "|---|---:|---:|" + "---:|" * len(columns) + "---:|",
@@ -128,7 +132,7 @@ def markdown(rows: list[dict], command: str, preset, repeat: int) -> str:
             cells.append("-" if ms is None else f"{ms:.1f} ({ort / ms:.2f}x)")
         best = min(v for k, v in r["ms"].items() if k.startswith("atrous"))
         lines.append(f"| {r['model']} | {r['gflop']:.2f} | {r['tuned']} | " + " | ".join(cells)
-                     + f" | {r['gflop'] / best * 1e3:.1f} |")
+                     + f" | {r['gflop'] / best * 1e3:.1f} ({r['gflop'] / best * 1e3 / peak_gflops:.0%}) |")
     return "\n".join(lines) + "\n"
 
 
@@ -163,6 +167,7 @@ def main(argv=None) -> int:
         except ValueError as err:
             p.error(str(err))
     preset = targets.get_target(args.target)
+    peak = fma_peak(preset.target_dict().get("num-cores") or os.cpu_count())
     rows = []
     names = [n for n in args.models.split(",") if n]
     for name in tqdm(names, unit="model"):
@@ -170,7 +175,7 @@ def main(argv=None) -> int:
         tqdm.write(f"{name}: " + ", ".join(f"{k} {v:.1f} ms" for k, v in rows[-1]["ms"].items()))
     command = "make bench " + (f"MODELS={args.models} " if args.models != ",".join(MODELS) else "")
     command += f"VARIANT={args.variant}" if args.variant else ""
-    text = markdown(rows, command.strip(), preset, args.repeat)
+    text = markdown(rows, command.strip(), preset, args.repeat, peak)
     publish(text, args.out)
     return 0
 

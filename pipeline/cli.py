@@ -235,12 +235,17 @@ def cmd_profile(args) -> int:
     _require_local(targets.get_target(args.target), "profile")
     src, preset, artifact, _ = _compile(args)
     result = profile(CompiledModel(artifact), artifact.load_golden()[0], args.repeat)
+    peak = None
+    if preset.family == "cpu":  # the yardstick for GFLOP/s: this machine's FMA units, measured (pipeline/peak.py)
+        from .peak import fma_peak
+
+        peak = fma_peak(preset.target_dict().get("num-cores") or os.cpu_count())
     if args.json:
-        print(json.dumps({"model": src.name, "target": preset.name, **result.as_dict()}))
+        print(json.dumps({"model": src.name, "target": preset.name, "peak_gflops": peak, **result.as_dict()}))
     else:
         print(f"profile {src.name} on {preset.name} ({artifact.root}), {args.repeat} runs")
         print(_tuning_line(artifact.meta()))
-        print(result.table(args.top))
+        print(result.table(args.top, peak))
     return 0
 
 

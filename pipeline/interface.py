@@ -19,6 +19,7 @@ from . import artifact as art
 from .build import build, export
 from .errors import AtrousError, VerificationError
 from .export import export_onnx
+from .flops import kernel_flops
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, apply_schedules, lower
 from .reference import onnxruntime_outputs, pytorch_outputs
@@ -113,6 +114,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         winograd = algorithms.summary(mod, options.database if options.winograd == "auto" else None)
         tuned, total = tuned_task_count(mod, preset, options.database)
         mod = apply_schedules(mod, preset.tvm_target(), options)
+        flops = kernel_flops(mod)
         expected = reference_outputs(source, onnx_path)
         inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())
         outputs = tuple(art.TensorSpec.of(n, v) for n, v in expected.items())
@@ -123,7 +125,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
                         inputs=inputs, outputs=outputs,
                         reference=source.reference_kind, fingerprint=key, versions=versions(),
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
-                        total_tasks=total, options=options.key(), winograd=winograd)
+                        total_tasks=total, options=options.key(), winograd=winograd, kernel_flops=flops)
         (stage.path / "meta.json").write_text(meta.to_json())
         stage.commit()
     return art.Artifact(final)

@@ -29,6 +29,7 @@ from . import measure
 from .database import RECORDS, WORKLOADS, check_files, read_database
 from .default_record import SearchView, default_schedule, last_line, measure_default, trace_digest
 from .errors import AtrousError
+from .flops import tir_flops
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, lower
 
@@ -87,7 +88,7 @@ def extract_tasks(mod, preset) -> list:
 
 
 def _flops(task) -> float:
-    return float(tvm.s_tir.analysis.estimate_tir_flops(task.dispatched[0]))
+    return tir_flops(task.dispatched[0])
 
 
 TRIALS = "trials.json"

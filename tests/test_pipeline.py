@@ -282,7 +282,38 @@ def test_profile_times_each_kernel_and_the_cli_refuses_a_board_before_compiling(
     assert 0 < result.kernel_seconds < 2 * result.run_seconds
     table = result.table(top=1)
     assert result.kernels[0].name[:52] in table and f"({len(names) - 1} more kernels)" in table
+    # every conv kernel the VM calls has its FLOP count (the weight-prepacked variants too), and a rate
+    assert all(k.flops and k.gflops == pytest.approx(k.flops / k.seconds / 1e9) for k in result.kernels
+               if "conv2d" in k.name), [(k.name, k.flops) for k in result.kernels]
+    assert result.flops == sum(k.flops or 0 for k in result.kernels) > 0
+    assert "of the measured FMA peak (100 GFLOP/s)" in result.table(peak_gflops=100.0)
     assert main(["profile", "deeplabv3-mobilenet", "--preset", "tiny", "--target", "rpi4",
                  "--build-dir", str(tmp_path)]) == 2
     assert "times the model on this machine" in capsys.readouterr().err
     assert not list(tmp_path.iterdir()), "refused before compiling"
+
+
+def test_kernel_flops_count_a_multiply_add_as_two():
+    import tvm
+    from tvm import te
+
+    from pipeline.flops import kernel_flops
+
+    a, b = te.placeholder((8, 16), name="a"), te.placeholder((16, 4), name="b")
+    k = te.reduce_axis((0, 16), name="k")
+    c = te.compute((8, 4), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="c")
+    mod = tvm.IRModule({"matmul": te.create_prim_func([a, b, c])})
+    assert kernel_flops(mod) == {"matmul": 2 * 8 * 4 * 16}
+
+
+def test_fma_peak_is_measured_and_a_missing_compiler_names_the_package(tmp_path, monkeypatch):
+    import pipeline.peak as peak
+
+    one = peak.fma_peak(1, rounds=1, seconds=0.05, build_root=tmp_path)
+    assert 1 < one < 1e4, one  # GFLOP/s of one core: any real CPU of this decade is inside
+    assert list((tmp_path / "peak").glob("fma_peak-*.so")), "the kernel is built once, into the build tree"
+    with pytest.raises(ValueError):
+        peak.fma_peak(0)
+    monkeypatch.setattr(peak.shutil, "which", lambda _: None)
+    with pytest.raises(errors.ToolchainError, match="apt-get install gcc"):
+        peak._library(tmp_path / "elsewhere")
