@@ -9,7 +9,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps, PadToTiles, PartitionBorders, TransposedConvPhases, Winograd
+from .passes import DropDeadTaps, LegalizeFastMath, PadToTiles, PartitionBorders, TransposedConvPhases, Winograd
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,8 @@ class OptimizeOptions:
     (not bit-exact; passes/winograd.py). "auto": per conv, as the database measured it (algorithms.py), else
     by the cost model there; "2" or "4": every conv with at least ``winograd_min_channels`` in and out, with
     that m; "off".
+    ``fast_math``: on CPU targets, fp32 tanh and sigmoid as TOPI's vectorisable approximations (not bit-exact,
+    errors ~3e-7; passes/fast_math.py).
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
@@ -36,6 +38,7 @@ class OptimizeOptions:
     pad_to_tiles: bool = True
     winograd: str = "auto"
     winograd_min_channels: int = 128
+    fast_math: bool = True
     default_schedules: bool = True
 
     def key(self) -> dict:
@@ -43,7 +46,7 @@ class OptimizeOptions:
         return {"drop_dead_taps": self.drop_dead_taps, "partition_borders": self.partition_borders,
                 "transposed_phases": self.transposed_phases,
                 "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
-                "winograd_min_channels": self.winograd_min_channels,
+                "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
                 "default_schedules": self.default_schedules}
 
 
@@ -96,10 +99,10 @@ def tiling_passes(options: OptimizeOptions) -> list:
     return [PadToTiles() if options.pad_to_tiles else tvm.transform.Sequential([])]
 
 
-def lowering_passes() -> list:
+def lowering_passes(options: OptimizeOptions) -> list:
     """Legalize to TensorIR and fuse: the task boundaries tuning databases are keyed by."""
     return [
-        relax.transform.LegalizeOps(),
+        LegalizeFastMath() if options.fast_math else relax.transform.LegalizeOps(),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
@@ -144,7 +147,7 @@ def graph_passes(options: OptimizeOptions) -> list:
         # Phase: convs padded to whole register tiles (CPU), cropped back after the conv
         + tiling_passes(options)
         # Phase: lowering to fused TensorIR functions
-        + lowering_passes()
+        + lowering_passes(options)
     )
 
 

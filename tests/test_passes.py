@@ -229,3 +229,41 @@ def test_transposed_conv_phases_take_a_3x3_stride2_kernel_as_2x2_taps():
     for declined in (torch.nn.ConvTranspose2d(8, 8, 3, stride=2, padding=2, dilation=2),
                      torch.nn.ConvTranspose2d(8, 8, 3, stride=2, groups=2)):
         assert _convs(declined.eval(), (1, 8, 9, 9), passes=(TransposedConvPhases(),)) == []
+
+
+class _Gate(torch.nn.Module):
+    def forward(self, x):
+        return torch.tanh(x) * torch.sigmoid(x)
+
+
+def _gate_module(shape):
+    from pipeline.ingest import to_relax
+
+    path = export_onnx(_Gate().eval(), {"x": np.zeros(shape, "float32")}, ["y"], _tmp() / "gate.onnx")
+    return to_relax(onnx.load(str(path)), {"x": shape})
+
+
+def test_tanh_and_sigmoid_lower_without_libm_on_cpu_only_and_stay_accurate():
+    from pipeline.optimize import OptimizeOptions, lower
+
+    shape = (1, 4, 1000)
+    mod = _gate_module(shape)
+
+    def calls(target, fast):
+        lowered = lower(mod, tvm.target.Target(target), OptimizeOptions(fast_math=fast))
+        text = "\n".join(f.script() for _, f in lowered.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+        return {name for name in ("T.tanh(", "T.exp(", "T.sigmoid(") if name in text}
+
+    assert calls({"kind": "llvm"}, fast=True) == set()  # polynomials only: they vectorise
+    assert calls({"kind": "llvm"}, fast=False) == {"T.tanh(", "T.sigmoid("}
+    assert calls({"kind": "cuda", "arch": "sm_87"}, fast=True) == {"T.tanh(", "T.sigmoid("}  # hardware has them
+
+    x = np.linspace(-100, 100, int(np.prod(shape)), dtype="float32").reshape(shape)
+    x[0, 0, :200] = np.linspace(-2, 2, 200)  # dense near zero, where relative error shows
+    target = tvm.target.Target({"kind": "llvm"})
+    executable = tvm.compile(lower(mod, target, OptimizeOptions()), target=target)
+    vm = tvm.relax.VirtualMachine(executable, tvm.cpu())
+    got = vm["main"](tvm.runtime.tensor(x)).numpy()
+    x64 = x.astype(np.float64)
+    want = np.tanh(x64) / (1 + np.exp(-x64))
+    assert np.abs(got - want).max() < 1e-6
