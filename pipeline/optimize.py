@@ -9,7 +9,8 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import DropDeadTaps, LegalizeFastMath, PadToTiles, PartitionBorders, TransposedConvPhases, Winograd
+from .passes import (DropDeadTaps, LegalizeFastMath, PadToTiles, PartitionBorders, SeparableResize,
+                     TransposedConvPhases, Winograd)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class OptimizeOptions:
     (not bit-exact; passes/winograd.py). "auto": per conv, as the database measured it (algorithms.py), else
     by the cost model there; "2" or "4": every conv with at least ``winograd_min_channels`` in and out, with
     that m; "off".
+    ``separable_resize``: on CPU targets, bilinear resizes as a width pass and a row-blending height pass with
+    precomputed taps (the same lerps; passes/separable_resize.py).
     ``fast_math``: on CPU targets, fp32 tanh and sigmoid as TOPI's vectorisable approximations (not bit-exact,
     errors ~3e-7; passes/fast_math.py).
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
@@ -38,6 +41,7 @@ class OptimizeOptions:
     pad_to_tiles: bool = True
     winograd: str = "auto"
     winograd_min_channels: int = 128
+    separable_resize: bool = True
     fast_math: bool = True
     default_schedules: bool = True
 
@@ -47,6 +51,7 @@ class OptimizeOptions:
                 "transposed_phases": self.transposed_phases,
                 "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
                 "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
+                "separable_resize": self.separable_resize,
                 "default_schedules": self.default_schedules}
 
 
@@ -95,8 +100,9 @@ def algorithm_passes(options: OptimizeOptions) -> list:
 
 
 def tiling_passes(options: OptimizeOptions) -> list:
-    """Shape the graph for the schedules' tiles (CPU targets only; exact)."""
-    return [PadToTiles() if options.pad_to_tiles else tvm.transform.Sequential([])]
+    """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact)."""
+    off = tvm.transform.Sequential([])
+    return [PadToTiles() if options.pad_to_tiles else off, SeparableResize() if options.separable_resize else off]
 
 
 def lowering_passes(options: OptimizeOptions) -> list:

@@ -267,3 +267,56 @@ def test_tanh_and_sigmoid_lower_without_libm_on_cpu_only_and_stay_accurate():
     x64 = x.astype(np.float64)
     want = np.tanh(x64) / (1 + np.exp(-x64))
     assert np.abs(got - want).max() < 1e-6
+
+
+@pytest.mark.parametrize("in_size, out_size", [(17, 257), (65, 257), (17, 65), (9, 20), (257, 17), (5, 5)])
+@pytest.mark.parametrize("align_corners", [False, True])
+def test_linear_taps_reproduce_pytorch_bilinear(in_size, out_size, align_corners):
+    from pipeline.passes.separable_resize import linear_taps
+
+    x = np.random.default_rng(in_size * out_size).standard_normal((1, 1, in_size, in_size)).astype("float32")
+    want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(out_size, out_size), mode="bilinear",
+                                           align_corners=align_corners).numpy()[0, 0]
+    taps, weights = linear_taps(in_size, out_size, "align_corners" if align_corners else "half_pixel")
+    assert taps.min() >= 0 and taps.max() < in_size
+    plane = x[0, 0].astype(np.float64)
+    rows = plane[:, taps[:, 0]] * weights[:, 0] + plane[:, taps[:, 1]] * weights[:, 1]
+    got = rows[taps[:, 0]] * weights[:, 0, None] + rows[taps[:, 1]] * weights[:, 1, None]
+    assert np.abs(got - want).max() < 1e-6  # float32 rounding of PyTorch's own result
+
+
+def test_bilinear_resize_runs_as_two_vectorised_passes_on_cpu_with_the_same_values():
+    from pipeline.optimize import OptimizeOptions, lower
+
+    class Up(torch.nn.Module):
+        def forward(self, x):
+            return torch.nn.functional.interpolate(x, size=(129, 129), mode="bilinear", align_corners=False)
+
+    shape = (1, 4, 33, 33)
+    path = export_onnx(Up().eval(), {"x": np.zeros(shape, "float32")}, ["y"], _tmp() / "up.onnx")
+    from pipeline.ingest import to_relax
+
+    mod = to_relax(onnx.load(str(path)), {"x": shape})
+    x = np.random.default_rng(3).standard_normal(shape).astype("float32")
+
+    def run(target, separable):
+        lowered = lower(mod, tvm.target.Target(target), OptimizeOptions(separable_resize=separable))
+        names = [gv.name_hint for gv, _ in lowered.functions_items()]
+        if target["kind"] != "llvm":
+            return names, None
+        vm = tvm.relax.VirtualMachine(tvm.compile(lowered, target=tvm.target.Target(target)), tvm.cpu())
+        return names, vm["main"](tvm.runtime.tensor(x)).numpy()
+
+    names, got = run({"kind": "llvm"}, True)
+    assert not any("resize" in n for n in names) and any("take" in n for n in names), names
+    stock_names, stock = run({"kind": "llvm"}, False)
+    assert any("resize" in n for n in stock_names)
+    assert np.abs(got - stock).max() <= 1e-6 * np.abs(stock).max()  # the same two lerps per output
+    want = Up()(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() < 1e-5
+    gpu_names, _ = run({"kind": "cuda", "arch": "sm_87"}, True)
+    assert any("resize" in n for n in gpu_names)  # GPU targets keep TVM's resize
+    small = to_relax(onnx.load(str(export_onnx(Up().eval(), {"x": np.zeros((1, 1, 9, 9), "float32")}, ["y"],
+                                                _tmp() / "small.onnx"))), {"x": (1, 1, 9, 9)})
+    lowered = lower(small, tvm.target.Target({"kind": "llvm"}), OptimizeOptions())
+    assert any("resize" in gv.name_hint for gv, _ in lowered.functions_items())  # below MIN_OUTPUTS: one kernel
