@@ -9,7 +9,7 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import (DropDeadTaps, LegalizeFastMath, PadToTiles, PartitionBorders, SeparableResize,
+from .passes import (DropDeadTaps, LegalizeFastMath, MergeSummedConvs, PadToTiles, PartitionBorders, SeparableResize,
                      TransposedConvPhases, Winograd)
 
 
@@ -27,6 +27,8 @@ class OptimizeOptions:
     (not bit-exact; passes/winograd.py). "auto": per conv, as the database measured it (algorithms.py), else
     by the cost model there; "2" or "4": every conv with at least ``winograd_min_channels`` in and out, with
     that m; "off".
+    ``merge_summed_convs``: a sum of three or more 1x1 convs over different inputs as one conv over their
+    concatenation (WaveNet's skips; the same products in another order; passes/summed_convs.py).
     ``separable_resize``: on CPU targets, bilinear resizes as a width pass and a row-blending height pass with
     precomputed taps (the same lerps; passes/separable_resize.py).
     ``fast_math``: on CPU targets, fp32 tanh and sigmoid as TOPI's vectorisable approximations (not bit-exact,
@@ -41,6 +43,7 @@ class OptimizeOptions:
     pad_to_tiles: bool = True
     winograd: str = "auto"
     winograd_min_channels: int = 128
+    merge_summed_convs: bool = True
     separable_resize: bool = True
     fast_math: bool = True
     default_schedules: bool = True
@@ -51,7 +54,7 @@ class OptimizeOptions:
                 "transposed_phases": self.transposed_phases,
                 "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
                 "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
-                "separable_resize": self.separable_resize,
+                "separable_resize": self.separable_resize, "merge_summed_convs": self.merge_summed_convs,
                 "default_schedules": self.default_schedules}
 
 
@@ -148,6 +151,8 @@ def graph_passes(options: OptimizeOptions) -> list:
         # Phase: dilation-aware rewrites (exact: the same products, minus those that can only multiply zeros)
         + dilation_passes(options)
         + [relax.transform.FoldConstant()]
+        # Phase: sums of 1x1 convs as one conv over the concatenated inputs (fewer passes over the output)
+        + [MergeSummedConvs() if options.merge_summed_convs else tvm.transform.Sequential([])]
         # Phase: 3x3 convs as Winograd products (CPU, optional; verified like everything, not bit-exact)
         + algorithm_passes(options)
         # Phase: convs padded to whole register tiles (CPU), cropped back after the conv

@@ -320,3 +320,52 @@ def test_bilinear_resize_runs_as_two_vectorised_passes_on_cpu_with_the_same_valu
                                                 _tmp() / "small.onnx"))), {"x": (1, 1, 9, 9)})
     lowered = lower(small, tvm.target.Target({"kind": "llvm"}), OptimizeOptions())
     assert any("resize" in gv.name_hint for gv, _ in lowered.functions_items())  # below MIN_OUTPUTS: one kernel
+
+
+class _SkipSum(torch.nn.Module):
+    """WaveNet's pattern: 1x1 convs of several inputs summed, plus a plain term; one conv's output reused."""
+
+    def __init__(self, convs=4):
+        super().__init__()
+        self.pre = torch.nn.ModuleList(torch.nn.Conv2d(4, 6, 3, padding=1) for _ in range(convs))
+        self.skip = torch.nn.ModuleList(torch.nn.Conv2d(6, 8, 1) for _ in range(convs))
+        self.shared = torch.nn.Conv2d(6, 8, 1)
+
+    def forward(self, x):
+        zs = [torch.tanh(p(x)) for p in self.pre]
+        total = x.mean(dim=1, keepdim=True).expand(-1, 8, -1, -1)  # a term that is not a conv
+        for z, s in zip(zs, self.skip):
+            total = total + s(z)
+        reused = self.shared(zs[0])
+        return total + reused, reused  # ``reused`` has two users: it stays a conv of its own
+
+
+@pytest.mark.parametrize("convs, merged", [(4, True), (2, False)])
+def test_summed_pointwise_convs_become_one_conv_over_the_concatenation(convs, merged):
+    from tvm import relax
+
+    from pipeline.ingest import to_relax
+    from pipeline.optimize import OptimizeOptions, lower
+    from pipeline.passes import MergeSummedConvs
+
+    torch.manual_seed(convs)
+    model, shape = _SkipSum(convs).eval(), (1, 4, 9, 11)
+    path = export_onnx(model, {"x": np.zeros(shape, "float32")}, ["y", "r"], _tmp() / "skips.onnx")
+    mod = relax.transform.FoldConstant()(to_relax(onnx.load(str(path)), {"x": shape}))
+
+    def ops(m):
+        return [getattr(getattr(b.value, "op", None), "name", "") for b in m["main"].body.blocks[0].bindings]
+
+    before, after = ops(mod), ops(MergeSummedConvs()(mod))
+    # convs + 1 shared: the summed ones fold into one (with 4), and the reused one is kept either way
+    assert after.count("relax.nn.conv2d") == before.count("relax.nn.conv2d") - (convs - 1 if merged else 0)
+    assert after.count("relax.concat") == int(merged)
+    x = np.random.default_rng(1).standard_normal(shape).astype("float32")
+    target = tvm.target.Target({"kind": "llvm"})
+    vm = tvm.relax.VirtualMachine(tvm.compile(lower(to_relax(onnx.load(str(path)), {"x": shape}), target,
+                                                    OptimizeOptions()), target=target), tvm.cpu())
+    got = [t.numpy() for t in vm["main"](tvm.runtime.tensor(x))]
+    with torch.no_grad():
+        want = [t.numpy() for t in model(torch.from_numpy(x))]
+    for g, w in zip(got, want):
+        assert np.abs(g - w).max() < 1e-5 * max(1, np.abs(w).max())

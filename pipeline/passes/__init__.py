@@ -6,9 +6,10 @@ from .border_bands import PartitionBorders, bands
 from .dead_taps import DropDeadTaps, live_taps
 from .fast_math import LegalizeFastMath
 from .separable_resize import SeparableResize
+from .summed_convs import MergeSummedConvs
 from .tile_padding import PadToTiles
 from .transposed_phases import TransposedConvPhases
 from .winograd import Winograd
 
-__all__ = ["DropDeadTaps", "LegalizeFastMath", "PadToTiles", "PartitionBorders", "SeparableResize", "TransposedConvPhases", "Winograd", "bands", "live_taps",
+__all__ = ["DropDeadTaps", "LegalizeFastMath", "MergeSummedConvs", "PadToTiles", "PartitionBorders", "SeparableResize", "TransposedConvPhases", "Winograd", "bands", "live_taps",
            "rewrite_functions"]
