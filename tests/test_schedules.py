@@ -25,8 +25,8 @@ def test_every_kernel_gets_a_parallel_vectorised_default_schedule(lowered, host)
         assert func.attrs.get("tirx.is_scheduled"), name
         text = func.script()
         assert "T.parallel" in text, name
-        if name.startswith("fused_conv2d"):
-            assert "T.vectorized" in text and "scope=\"local\"" in text, name
+        if name.startswith("fused_conv2d"):  # an accumulator in registers; vector loops, or (PlaneConv) taps
+            assert "scope=\"local\"" in text and ("T.vectorized" in text or "T.unroll" in text), name
 
 
 def test_without_defaults_kernels_stay_unscheduled(lowered, host):
@@ -71,3 +71,33 @@ def test_register_tile_divides_rows_fills_vectors_and_fits_the_register_file():
     assert register_tile(24, 64, 8) == (6, 16)  # 12 accumulators + 2 weight vectors + a broadcast
     assert register_tile(17, 256, 8) == (1, 32)  # prime width: one pixel, four channel vectors
     assert register_tile(33, 21, 8) is None  # 21 classes fill no vector: ConvLike handles it
+
+
+def test_depthwise_convs_run_plane_by_plane_with_the_same_results(lowered, host):
+    """PlaneConv: one parallel task per channel plane, its padding computed inside it, taps unrolled; the same
+    reduction order as ConvLike, so bit-identical outputs."""
+    import numpy as np
+
+    from pipeline.schedules.cpu import ConvLike
+    from pipeline.schedules.plane_conv import PlaneConv
+
+    target = host.tvm_target()
+    depthwise = {name: f for name, f in _kernels(lowered).items() if name.startswith("fused_conv2d")
+                 and len(f.params[1].shape) == 4 and int(f.params[1].shape[1]) == 1}
+    assert len(depthwise) >= 3
+    rng = np.random.default_rng(0)
+    for name, func in list(depthwise.items())[:3]:
+        plane = PlaneConv().apply(func, target, False)
+        assert plane is not None, name
+        text = plane.mod["main"].script()
+        parallel = text.index("T.parallel")
+        pad = text.find('T.sblock("pad_temp")')
+        assert "T.unroll" in text and pad > parallel, name  # the padding is computed inside the plane's task
+        args = [rng.standard_normal([int(d) for d in p.shape]).astype("float32") for p in func.params]
+        outputs = []
+        for sch in (plane, ConvLike().apply(func, target, False)):
+            tensors = [tvm.runtime.tensor(a) for a in args]
+            kernel = tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")})
+            tvm.compile(kernel, target=target).mod["main"](*tensors)
+            outputs.append(tensors[-1].numpy())
+        assert np.array_equal(*outputs), name

@@ -3,11 +3,13 @@
 from .cpu import ConvLike, Elementwise
 from .gpu import DirectConv
 from .packed_conv import PackedConv
+from .plane_conv import PlaneConv
 
 
 def cpu_rules() -> tuple:
-    """First match wins: dense convs pack their weights; other reductions (depthwise, pooling) vectorise rows."""
-    return (PackedConv(), ConvLike(), Elementwise())
+    """First match wins: dense convs pack their weights; depthwise convs and pooling windows run plane by plane;
+    other reductions (grouped convs, global pooling) vectorise rows."""
+    return (PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:
