@@ -127,8 +127,9 @@ def _inline_side_inputs(sch, main) -> None:
                     pass
 
 
-class ConvLike(ScheduleRule):
-    """Register-tiled, row-vectorised, parallel schedule for the one reduction block of a fused kernel."""
+class ReductionRule(ScheduleRule):
+    """A rule for the one reduction block of a fused CPU kernel: ``_schedule`` returns the schedule, or None to
+    decline; a primitive that does not apply (ScheduleError) declines too."""
 
     def apply(self, func, target, tunable):
         found = single_reduction(func, target)
@@ -136,11 +137,18 @@ class ConvLike(ScheduleRule):
             return None
         sch, main = found
         try:
-            return self._schedule(sch, main)
+            return self._schedule(sch, main, func, target)
         except s_tir.ScheduleError:
             return None
 
-    def _schedule(self, sch, main):
+    def _schedule(self, sch, main, func, target):
+        raise NotImplementedError
+
+
+class ConvLike(ReductionRule):
+    """Register-tiled, row-vectorised, parallel schedule for the one reduction block of a fused kernel."""
+
+    def _schedule(self, sch, main, func, target):
         kinds = _iter_kinds(sch, main)
         loops = sch.get_loops(main)
         if len(loops) != len(kinds):

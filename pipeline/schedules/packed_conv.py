@@ -21,10 +21,9 @@ The arithmetic of each output element (its reduction order) is unchanged.
 from __future__ import annotations
 
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.base import ScheduleRule
 from tvm.target import codegen
 
-from .cpu import _epilogue, _extent, _has_reads_padding, _iter_kinds, _vectorize_inner, single_reduction
+from .cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds, _vectorize_inner
 
 MAX_X_TILE = 6
 MAX_F_VECTORS = 4
@@ -98,20 +97,11 @@ def register_budget(target, kernel_width: int) -> int:
     return vector_registers(target) - (4 if kernel_width > 1 else 0)
 
 
-class PackedConv(ScheduleRule):
+class PackedConv(ReductionRule):
     """Channel-vectorised, pixel-tiled, parallel schedule for convolutions over input channels."""
 
-    def apply(self, func, target, tunable):
-        found = single_reduction(func, target)
-        if found is None:
-            return None
-        sch, main = found
-        try:
-            return self._schedule(sch, main, target, _layout_free_names(func))
-        except s_tir.ScheduleError:
-            return None
-
-    def _schedule(self, sch, main, target, packable):
+    def _schedule(self, sch, main, func, target):
+        packable = _layout_free_names(func)
         lanes = vector_lanes(target)
         kinds = _iter_kinds(sch, main)
         iter_vars = sch.get(main).iter_vars

@@ -23,27 +23,18 @@ from __future__ import annotations
 
 import math
 
-from tvm import s_tir, tirx
-from tvm.s_tir.dlight.base import ScheduleRule
+from tvm import tirx
 
-from .cpu import _epilogue, _extent, _has_reads_padding, _iter_kinds, single_reduction
+from .cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds
 
 MAX_TAPS = 64  # reduction iterations unrolled per output (a 7x7 window, or 3x3 over 7 channels per group)
 MAX_VECTOR = 64
 
 
-class PlaneConv(ScheduleRule):
-    def apply(self, func, target, tunable):
-        found = single_reduction(func, target)
-        if found is None:
-            return None
-        sch, main = found
-        try:
-            return self._schedule(sch, main)
-        except s_tir.ScheduleError:
-            return None
+class PlaneConv(ReductionRule):
+    """Plane-parallel schedule with per-plane padding for small-window reductions (module docstring)."""
 
-    def _schedule(self, sch, main):
+    def _schedule(self, sch, main, func, target):
         kinds = _iter_kinds(sch, main)
         loops = sch.get_loops(main)
         if len(loops) != len(kinds) or kinds[:4] != [tirx.IterVar.DataPar] * 4:
