@@ -73,7 +73,6 @@ class _Rewriter(ModuleRewriter):
         inner = {arg for value in self.bound.values() if _op(value) == "relax.add" for arg in value.args
                  if self._internal(arg)}
         self.roots = [value for var, value in self.bound.items() if _op(value) == "relax.add" and var not in inner]
-        self.merged = 0  # convs folded into merged ones
 
     def _internal(self, expr) -> bool:
         return isinstance(expr, relax.Var) and self.uses.get(expr) == 1 and _op(self.bound.get(expr)) == "relax.add"
@@ -144,7 +143,6 @@ class _Rewriter(ModuleRewriter):
         weight = np.concatenate([c.args[1].value.numpy() for c in convs], axis=1)
         out = conv_op(ndim)(inputs, relax.const(weight), data_layout=convs[0].attrs.data_layout,
                             kernel_layout=convs[0].attrs.kernel_layout)
-        self.merged += len(convs)
         biases = [np.broadcast_to(b, (1, weight.shape[0]) + (1,) * ndim) for _, b in group if b is not None]
         if not biases:
             return out
