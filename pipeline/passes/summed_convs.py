@@ -34,8 +34,9 @@ def _pointwise(call) -> bool:
     ndim = constant_conv(call) if isinstance(call, relax.Call) else None
     if ndim is None:
         return False
-    attrs, kernel = call.attrs, call.args[1].value.numpy()
-    return (kernel.shape[2:] == (1,) * ndim and int(attrs.groups) == 1 and kernel.dtype == np.float32
+    attrs, kernel = call.attrs, call.args[1].ty  # the weight's type: no copy of its values to read its shape
+    return ([int(d) for d in kernel.shape.values[2:]] == [1] * ndim and int(attrs.groups) == 1
+            and kernel.dtype == "float32"
             and all(int(s) == 1 for s in attrs.strides) and all(int(d) == 1 for d in attrs.dilation)
             and all(int(p) == 0 for p in attrs.padding) and (attrs.out_dtype or "float32") == "float32")
 
