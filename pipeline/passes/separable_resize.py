@@ -14,8 +14,9 @@ blend, all of which vectorise: the 4-load gather per output is gone.
 
 The taps follow TOPI's arithmetic (float32 source coordinate, floor, clamped neighbours, ``a * (1 - f) + b * f``),
 so each output is the same two lerps as before, width first: equal up to the last bit (FMA contraction). A 1-pixel
-input (ASPP's image pooling branch) is a broadcast. Taken: ``linear``, NCHW, float32, at least ``MIN_OUTPUTS`` outputs, coordinate modes
-``half_pixel``, ``pytorch_half_pixel``, ``align_corners``, ``asymmetric``, no region of interest.
+input (ASPP's image pooling branch) is a broadcast. Taken: ``linear``, NCHW, float32, at least ``MIN_OUTPUTS``
+outputs, coordinate modes ``half_pixel``, ``pytorch_half_pixel``, ``align_corners``, ``asymmetric``, no region of
+interest.
 """
 
 from __future__ import annotations
