@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import tvm
+from tvm import tirx
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 
@@ -32,6 +33,7 @@ from .errors import AtrousError
 from .flops import tir_flops
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, lower
+from .schedules.cpu import has_reduction
 
 MANIFEST = "manifest.json"
 
@@ -366,6 +368,20 @@ def cpu_tensor_intrinsics_only() -> None:
         setattr(package, sub, importlib.import_module(f"{name}.{sub}"))
 
 
+def search_strategy(mod, requested: str) -> str:
+    """The search for one task: ``requested``, except that a kernel without a reduction (a copy, transpose,
+    resize or elementwise kernel) is sampled ("replay-trace") instead of searched by evolution.
+
+    Such a kernel's design space is a few parallel/vectorise/unroll choices, which random samples cover; the
+    evolutionary search keeps mutating a space that small in search of unmeasured candidates, which was seen to
+    run for 9 minutes at full CPU without proposing one (a Winograd transform copy of FCN-atrous), and it
+    retrains its cost model on every batch."""
+    if requested != "evolutionary":
+        return requested
+    functions = [f for f in mod.functions.values() if isinstance(f, tirx.PrimFunc)]
+    return "evolutionary" if any(has_reduction(f) for f in functions) else "replay-trace"
+
+
 def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, callback) -> None:
     """Tune one task; MetaSchedule's logs go to a temporary directory that is kept (and named) on failure."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
@@ -379,7 +395,8 @@ def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, call
     logs = Path(tempfile.mkdtemp(prefix="atrous-tune-logs-"))
     try:
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work_dir=str(logs), strategy=args.strategy, seed=args.seed)
+            [task], work_dir=str(logs), strategy=search_strategy(task.dispatched[0], args.strategy),
+            seed=args.seed)
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(logs), max_trials_global=budget,
                       max_trials_per_task=budget, num_trials_per_iter=min(64, budget), database=SearchView(database),
                       builder=builder, runner=runner,

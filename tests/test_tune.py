@@ -214,3 +214,20 @@ def test_a_database_file_with_a_broken_line_is_an_error_not_a_crash(tmp_path):
     (tmp_path / "database_tuning_record.json").write_text("\n")  # TVM's parser segfaults on this
     with pytest.raises(AtrousError, match="line 1 of database_tuning_record.json is not a JSON record"):
         read_database(tmp_path)
+
+
+def test_kernels_without_a_reduction_are_sampled_not_evolved(host):
+    """A copy kernel's few parallel/vectorise choices are sampled (replay-trace); a conv is searched."""
+    import tvm
+    from tvm import te
+
+    from pipeline.tune import extract_tasks, lowered_module, search_strategy
+
+    conv = max(extract_tasks(lowered_module(block_source(), host, OptimizeOptions()), host),
+               key=lambda t: "conv" in t.task_name)
+    assert "conv" in conv.task_name
+    assert search_strategy(conv.dispatched[0], "evolutionary") == "evolutionary"
+    a = te.placeholder((4, 8, 16), name="a")
+    copy = tvm.IRModule({"main": te.create_prim_func([a, te.compute((16, 8, 4), lambda i, j, k: a[k, j, i])])})
+    assert search_strategy(copy, "evolutionary") == "replay-trace"
+    assert search_strategy(conv.dispatched[0], "replay-trace") == "replay-trace"  # asked for: kept

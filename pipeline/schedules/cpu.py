@@ -89,6 +89,12 @@ def _has_root(sch) -> bool:
         return False
 
 
+def has_reduction(func) -> bool:
+    """Whether any block of the kernel reduces (a conv, matmul or pooling; not a copy or elementwise kernel)."""
+    sch = s_tir.Schedule(func)
+    return any(_is_reduction(sch, b) for b in sch.get_child_blocks(sch.get_sblock("root")))
+
+
 def reduction_block(func):
     """(schedule, block) for a kernel with exactly one reduction block, else None: what the conv rules take."""
     if not isinstance(func, tirx.PrimFunc):
