@@ -153,7 +153,8 @@ def measure_conv(conv: Conv, preset, options, database, builder, runner) -> dict
                    else replace(base, winograd=str(m), winograd_min_channels=1))
         tasks[name] = extract_tasks(lower(conv_module(conv), target, variant), preset)
     # every alternative's kernels in one batch: the builder's workers start once
-    seconds = iter(kernel_seconds([t for ts in tasks.values() for t in ts], target, database, builder, runner))
+    seconds = iter(kernel_seconds([t for ts in tasks.values() for t in ts], target, database, builder, runner,
+                                  options))
     times = {}
     for name, kernels in tasks.items():
         timed = [next(seconds) for _ in kernels]
@@ -161,7 +162,7 @@ def measure_conv(conv: Conv, preset, options, database, builder, runner) -> dict
     return times
 
 
-def kernel_seconds(tasks: list, target, database, builder, runner) -> list[float | None]:
+def kernel_seconds(tasks: list, target, database, builder, runner, options=None) -> list[float | None]:
     """Each task's best recorded time in ``database``, else its default schedule's, measured now (one batch)."""
     from tvm import s_tir
 
@@ -170,7 +171,8 @@ def kernel_seconds(tasks: list, target, database, builder, runner) -> list[float
 
     seconds = [best_seconds(records_for(database, t)) if database is not None else None for t in tasks]
     todo = [i for i, s in enumerate(seconds) if s is None]
-    schedules = [default_schedule(tasks[i], target) or s_tir.Schedule(tasks[i].dispatched[0]) for i in todo]
+    schedules = [default_schedule(tasks[i], target, options) or s_tir.Schedule(tasks[i].dispatched[0])
+                 for i in todo]
     for i, (run_secs, _) in zip(todo, time_schedules(schedules, target, builder, runner) if todo else []):
         seconds[i] = sum(run_secs) / len(run_secs) if run_secs else None
     return seconds

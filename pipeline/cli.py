@@ -84,10 +84,8 @@ def _tuning_line(meta) -> str:
 
 
 def _rewrites_line(options: dict) -> str:
-    """The graph rewrites a build was made with, as the flags that chose them."""
-    from .optimize import REWRITES
-
-    on = [name for name in REWRITES if name != "winograd" and options.get(name)]
+    """The graph rewrites a build was made with, as the OptimizeOptions switches that chose them."""
+    on = [name for name, value in options.items() if value is True and name != "default_schedules"]
     if options.get("winograd", "off") != "off":
         on.append(f"winograd {options['winograd']}")
     return "rewrites: " + (", ".join(on) or "none")

@@ -28,13 +28,13 @@ from tvm.s_tir import meta_schedule as ms
 FAILED = 1e10  # MetaSchedule's run time for a candidate that failed to build or run
 
 
-def default_schedule(task, target) -> s_tir.Schedule | None:
+def default_schedule(task, target, options=None) -> s_tir.Schedule | None:
     """The schedule the default rules give the task's kernel (None: no rule applies; compile leaves it as is)."""
     from .schedules import default_rules
 
     func = task.dispatched[0]["main"]
     with target:
-        for rule in default_rules(target):
+        for rule in default_rules(target, options):
             space = rule.apply(func, target, False)
             if space is not None:
                 return space if isinstance(space, s_tir.Schedule) else space[0]

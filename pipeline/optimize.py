@@ -11,6 +11,7 @@ from tvm import relax
 
 from .passes import (DropDeadTaps, LegalizeFastMath, MergeSummedConvs, PadToTiles, PartitionBorders, SeparableResize,
                      TransposedConvPhases, Winograd)
+from .schedules.pixel_conv import NarrowPointwiseKernels
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,9 @@ class OptimizeOptions:
     precomputed taps (the same lerps; passes/separable_resize.py).
     ``fast_math``: on CPU targets, fp32 tanh and sigmoid as TOPI's vectorisable approximations (not bit-exact,
     errors ~3e-7; passes/fast_math.py).
+    ``pixel_conv``: on CPU targets, pointwise convs that the pixel-vectorised schedule takes keep their odd rows
+    (no tile padding), get int32 indices and that schedule (schedules/pixel_conv.py); off: the channel-vectorised
+    schedule of every other dense conv.
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
@@ -46,6 +50,7 @@ class OptimizeOptions:
     merge_summed_convs: bool = True
     separable_resize: bool = True
     fast_math: bool = True
+    pixel_conv: bool = True
     default_schedules: bool = True
 
     def key(self) -> dict:
@@ -55,7 +60,7 @@ class OptimizeOptions:
                 "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
                 "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
                 "separable_resize": self.separable_resize, "merge_summed_convs": self.merge_summed_convs,
-                "default_schedules": self.default_schedules}
+                "pixel_conv": self.pixel_conv, "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off, as (off, on) values: the dilation suite runs with each one alone on.
@@ -105,7 +110,8 @@ def algorithm_passes(options: OptimizeOptions) -> list:
 def tiling_passes(options: OptimizeOptions) -> list:
     """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact)."""
     off = tvm.transform.Sequential([])
-    return [PadToTiles() if options.pad_to_tiles else off, SeparableResize() if options.separable_resize else off]
+    return [PadToTiles(keep_pointwise=options.pixel_conv) if options.pad_to_tiles else off,
+            SeparableResize() if options.separable_resize else off]
 
 
 def lowering_passes(options: OptimizeOptions) -> list:
@@ -118,6 +124,8 @@ def lowering_passes(options: OptimizeOptions) -> list:
         relax.transform.FuseTIR(),
         # weights are constants: mark them layout-free, so a schedule may ask for them in any layout it likes
         relax.transform.AttachAttrLayoutFreeBuffers(),
+        # int32 indices for the pixel-vectorised 1x1 convs (schedules/pixel_conv.py)
+        NarrowPointwiseKernels() if options.pixel_conv else tvm.transform.Sequential([]),
     ]
 
 
@@ -131,7 +139,7 @@ def schedule_passes(options: OptimizeOptions, target) -> list:
     from .schedules import default_rules, stock_gpu_rules
 
     if options.default_schedules:
-        passes.append(dlight.ApplyDefaultSchedule(*default_rules(target)))
+        passes.append(dlight.ApplyDefaultSchedule(*default_rules(target, options)))
     elif "gpu" in target.keys:  # GPU kernels cannot run unscheduled: TVM's own rules bind them to threads
         passes.append(dlight.ApplyDefaultSchedule(*stock_gpu_rules()))
     # weight re-layouts the schedules asked for become separate functions on constants, folded at compile time

@@ -296,7 +296,8 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     todo = []
     for task in tasks:
         budget = max(0, args.trials_per_task - trials_done(directory, database, task))
-        default = _stale_default(task, target, counts.get(workload_key(task), {})) if args.trials_per_task else None
+        default = (_stale_default(task, target, args.options, counts.get(workload_key(task), {}))
+                   if args.trials_per_task else None)
         todo.append((task, default, max(0, budget - 1) if default else budget))
     report, measured, failed = TuneReport(directory, algorithms=algorithms), {}, {}
     total = sum(n + (d is not None) for _, d, n in todo)
@@ -336,9 +337,9 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
     return report
 
 
-def _stale_default(task, target, count: dict):
+def _stale_default(task, target, options, count: dict):
     """The task's default schedule if the database has no measurement of it (of these rules), else None."""
-    schedule = default_schedule(task, target)
+    schedule = default_schedule(task, target, options)
     if schedule is None or count.get("default", {}).get("digest") == trace_digest(schedule):
         return None
     return schedule

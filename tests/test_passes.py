@@ -113,13 +113,17 @@ def test_convs_padded_to_whole_tiles_on_cpu_only_and_cropped_back():
     with tvm.target.Target("llvm"):
         (conv,) = _convs(depthwise, (1, 16, 17, 17), passes=(PadToTiles(),))
     assert [int(p) for p in conv.attrs.padding] == [1, 1, 1, 1]  # depthwise rows are vectorised, not tiled
-    odd = torch.nn.Conv2d(8, 2058 // 49, 1).eval()  # 42 filters: not a whole number of vectors
+    odd = torch.nn.Conv2d(256, 2058 // 49, 1).eval()  # 42 filters: not a whole number of vectors
     with tvm.target.Target("llvm") as cpu:
-        (conv,) = _convs(odd, (1, 8, 12, 12), passes=(PadToTiles(),))
+        (conv,) = _convs(odd, (1, 256, 12, 12), passes=(PadToTiles(),))
         lanes = vector_lanes(cpu)
     filters = int(conv.args[1].ty.shape.values[0])
     assert filters % lanes == 0 and 42 < filters < 42 + lanes
     assert not conv.args[1].value.numpy()[42:].any()  # the added filters are zeros
+    pointwise = torch.nn.Conv2d(8, 42, 1).eval()  # a short reduction: PixelConv's, over the whole image's pixels
+    with tvm.target.Target("llvm"):
+        (conv,) = _convs(pointwise, (1, 8, 17, 17), passes=(PadToTiles(),))
+    assert [int(d) for d in conv.ty.shape.values] == [1, 42, 17, 17]
 
 
 @pytest.mark.parametrize("m", [2, 4])

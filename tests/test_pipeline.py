@@ -1,5 +1,6 @@
 """Pipeline behaviour: ONNX files from outside the zoo, bad input, atomic artifacts, caching, the verifier."""
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -222,10 +223,12 @@ def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
     options = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "2"]), host)
     assert options.winograd == "2" and options.drop_dead_taps
     assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "auto"
-    assert (_rewrites_line(options.key())
-            == "rewrites: drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles, winograd 2")
+    every = ("drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles, fast_math, separable_resize, "
+             "merge_summed_convs, pixel_conv")
+    assert _rewrites_line(options.key()) == f"rewrites: {every}, winograd 2"
     off = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "off"]), host)
-    assert _rewrites_line(off.key()) == "rewrites: drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles"
+    assert _rewrites_line(off.key()) == f"rewrites: {every}"
+    assert "fast_math" not in _rewrites_line(dataclasses.replace(off, fast_math=False).key())
     assert _options(parser().parse_args(["compile", "wavenet", "--target", "h100"]), h100).winograd == "auto"
     with pytest.raises(SystemExit):
         main(["compile", "fcn-atrous", "--winograd", "3"])  # only F(2x2) and F(4x4) exist

@@ -41,9 +41,12 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
 
     from pipeline.schedules.packed_conv import vector_lanes
 
+    from pipeline.schedules.pixel_conv import PixelConv
+
     target = host.tvm_target()
     kernels = _kernels(apply_schedules(lowered, target, OptimizeOptions()))
-    packed = [name for name in kernels if name.endswith("_prepacked")]
+    pixel = {name for name, f in _kernels(lowered).items() if PixelConv().apply(f, target, False) is not None}
+    packed = [name for name in kernels if name.endswith("_prepacked") and name[:-len("_prepacked")] not in pixel]
     assert len(packed) >= 10, "dense convs were not packed"
     assert not any(name.endswith("_weight_prepack") for name in kernels), "packing must fold into constants"
     lanes = vector_lanes(target)
@@ -101,3 +104,60 @@ def test_depthwise_convs_run_plane_by_plane_with_the_same_results(lowered, host)
             tvm.compile(kernel, target=target).mod["main"](*tensors)
             outputs.append(tensors[-1].numpy())
         assert np.array_equal(*outputs), name
+
+
+def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only(lowered, host):
+    """PixelConv: 1x1 convs over the image as one pixel axis, pixels in vectors, weights packed; the last tile
+    of an odd pixel count is split off its loop at build time, so the other tiles carry no bounds check; the
+    same reduction order as PackedConv, so bit-identical outputs."""
+    import re
+
+    import numpy as np
+
+    from pipeline.schedules.packed_conv import PackedConv, vector_lanes
+    from pipeline.schedules.pixel_conv import PixelConv
+
+    target = host.tvm_target()
+    lanes = 2 * vector_lanes(target)
+    pointwise = {name: f for name, f in _kernels(lowered).items() if PixelConv().apply(f, target, False)}
+    assert len(pointwise) >= 8  # MobileNet's expansions and projections
+    rng = np.random.default_rng(0)
+    for name, func in list(pointwise.items())[:3]:
+        pixel = PixelConv().apply(func, target, False)
+        text = pixel.mod["main"].script()
+        assert re.search(rf"T.vectorized\((T.int64\()?{lanes}\)", text), name  # pixels in vectors
+        assert 'scope="local"' in text and "T.parallel" in text, name
+        args = [rng.standard_normal([int(d) for d in a.shape]).astype("float32")
+                for a in _arg_shapes(func)]
+        outputs, partitioned = [], []
+        for sch in (pixel, PackedConv().apply(func, target, False)):
+            tensors = [tvm.runtime.tensor(a) for a in args]
+            kernel = tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")})
+            tvm.compile(kernel, target=target).mod["main"](*tensors)
+            outputs.append(tensors[-1].numpy())
+        assert np.array_equal(*outputs), name
+        pixels = int(np.prod(args[0].shape[2:]))
+        if pixels % lanes:
+            assert "pragma_loop_partition_hint" in text, name
+            assert _update_loops(pixel.mod, target) == 2, f"{name}: the last tile was not split off"
+
+
+def _arg_shapes(func):
+    from tvm.s_tir import meta_schedule as ms
+
+    return ms.arg_info.ArgInfo.from_prim_func(func)
+
+
+def _update_loops(mod, target) -> int:
+    """Copies of the conv's vectorised update loop after the build's TIR lowering up to loop partitioning."""
+    from tvm import s_tir
+
+    t = s_tir.transform
+    passes = [t.LowerCrossThreadReduction(), t.LowerInitBlock(), t.PlanAndUpdateBufferAllocationLocation(),
+              t.ConvertBlocksToOpaque(), t.CompactBufferAllocation(), t.LowerMatchBuffer(), t.StmtSimplify(),
+              t.LowerOpaqueBlock(), tvm.tirx.transform.FlattenBuffer(), tvm.tirx.transform.NarrowDataType(32),
+              t.LoopPartition()]
+    kernel = tvm.IRModule({"main": mod["main"].with_attr("global_symbol", "main")})
+    lowered = tvm.transform.Sequential(passes)(tvm.tirx.transform.BindTarget(target)(kernel))
+    text = lowered["main"].script()
+    return sum(1 for line in text.splitlines() if "T.vectorized" in line) - text.count("_init in T.vectorized")

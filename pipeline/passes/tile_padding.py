@@ -24,6 +24,7 @@ from tvm import relax
 from tvm.relax.expr_functor import mutator
 
 from ..schedules.packed_conv import MIN_IN_CHANNELS, register_budget, register_tile, vector_lanes
+from ..schedules.pixel_conv import is_pointwise, pixel_tile
 from .mutate import ModuleRewriter, constant_conv, conv_op
 
 
@@ -34,9 +35,9 @@ def round_up(size: int, tile: int) -> int:
 
 @mutator
 class _Rewriter(ModuleRewriter):
-    def __init__(self, mod, target):
+    def __init__(self, mod, target, keep_pointwise):
         super().__init__(mod)
-        self.target = target
+        self.target, self.keep_pointwise = target, keep_pointwise
         self.padded = 0  # convs rewritten (for reports and tests)
 
     def visit_call_(self, call):
@@ -49,6 +50,10 @@ class _Rewriter(ModuleRewriter):
         out_shape = [int(d) for d in call.ty.shape.values]
         kernel = weight.value.numpy()
         out_channels, in_channels, width = kernel.shape[0], kernel.shape[1], out_shape[-1]
+        if (self.keep_pointwise and is_pointwise(kernel.shape[2:], tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding),
+                         int(attrs.groups))
+                and pixel_tile(self.target, out_channels, in_channels, int(np.prod(out_shape[2:])))):
+            return None  # PixelConv's: it tiles the pixels of the whole image, whatever the row length
         lanes, budget = vector_lanes(self.target), register_budget(self.target, kernel.shape[-1])
         # channels up to a whole number of the best tile's channel block when that adds little, else of vectors
         block = register_tile(None, 4 * lanes, lanes, budget)[1]
@@ -77,10 +82,13 @@ class _Rewriter(ModuleRewriter):
 @tvm.transform.module_pass(opt_level=0, name="PadToTiles")
 class PadToTiles:
     """Pad dense conv rows and output channels to whole register tiles on CPU targets (see module docstring);
-    a no-op for other targets."""
+    a no-op for other targets. ``keep_pointwise``: leave the 1x1 convs that PixelConv takes as they are."""
+
+    def __init__(self, keep_pointwise: bool = True):
+        self.keep_pointwise = keep_pointwise
 
     def transform_module(self, mod, _ctx):
         target = tvm.target.Target.current(allow_none=True)
         if target is None or target.kind.name != "llvm":
             return mod
-        return _Rewriter(mod, target).transform()
+        return _Rewriter(mod, target, self.keep_pointwise).transform()

@@ -3,13 +3,15 @@
 from .cpu import ConvLike, Elementwise
 from .gpu import DirectConv
 from .packed_conv import PackedConv
+from .pixel_conv import PixelConv
 from .plane_conv import PlaneConv
 
 
-def cpu_rules() -> tuple:
-    """First match wins: dense convs pack their weights; depthwise convs and pooling windows run plane by plane;
-    other reductions (grouped convs, global pooling) vectorise rows."""
-    return (PackedConv(), PlaneConv(), ConvLike(), Elementwise())
+def cpu_rules(pixel_conv: bool = True) -> tuple:
+    """First match wins: pointwise convs over whole pixel tiles vectorise pixels; other dense convs pack their
+    weights; depthwise convs and pooling windows run plane by plane; other reductions (grouped convs, global
+    pooling) vectorise rows."""
+    return (*([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:
@@ -25,10 +27,11 @@ def gpu_rules() -> tuple:
     return (DirectConv(), *stock_gpu_rules())
 
 
-def default_rules(target) -> tuple:
-    """The rules for ``target``'s family: CPU (llvm) or GPU (any target with the "gpu" key)."""
+def default_rules(target, options=None) -> tuple:
+    """The rules for ``target``'s family: CPU (llvm) or GPU (any target with the "gpu" key); ``options`` (an
+    OptimizeOptions) may leave PixelConv out."""
     if target.kind.name == "llvm":
-        return cpu_rules()
+        return cpu_rules(getattr(options, "pixel_conv", True))
     if "gpu" in target.keys:
         return gpu_rules()
     raise ValueError(f"no default schedules for target kind '{target.kind.name}'")
