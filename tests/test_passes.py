@@ -115,7 +115,7 @@ def test_convs_padded_to_whole_tiles_on_cpu_only_and_cropped_back():
     assert [int(p) for p in conv.attrs.padding] == [1, 1, 1, 1]  # depthwise rows are vectorised, not tiled
     odd = torch.nn.Conv2d(256, 2058 // 49, 1).eval()  # 42 filters: not a whole number of vectors
     with tvm.target.Target("llvm") as cpu:
-        (conv,) = _convs(odd, (1, 256, 12, 12), passes=(PadToTiles(),))
+        (conv,) = _convs(odd, (1, 256, 33, 33), passes=(PadToTiles(),))
         lanes = vector_lanes(cpu)
     filters = int(conv.args[1].ty.shape.values[0])
     assert filters % lanes == 0 and 42 < filters < 42 + lanes

@@ -25,8 +25,10 @@ def test_every_kernel_gets_a_parallel_vectorised_default_schedule(lowered, host)
         assert func.attrs.get("tirx.is_scheduled"), name
         text = func.script()
         assert "T.parallel" in text, name
-        if name.startswith("fused_conv2d"):  # an accumulator in registers; vector loops, or (PlaneConv) taps
-            assert "scope=\"local\"" in text and ("T.vectorized" in text or "T.unroll" in text), name
+        if name.startswith("fused_conv2d"):  # an accumulator in registers (or, PixelConv over a blocked
+            # reduction, an output block in cache); vector loops, or (PlaneConv) taps
+            assert ("scope=\"local\"" in text or "intermediate_global" in text), name
+            assert "T.vectorized" in text or "T.unroll" in text, name
 
 
 def test_without_defaults_kernels_stay_unscheduled(lowered, host):
@@ -109,7 +111,7 @@ def test_depthwise_convs_run_plane_by_plane_with_the_same_results(lowered, host)
 def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only(lowered, host):
     """PixelConv: 1x1 convs over the image as one pixel axis, pixels in vectors, weights packed; the last tile
     of an odd pixel count is split off its loop at build time, so the other tiles carry no bounds check; the
-    same reduction order as PackedConv, so bit-identical outputs."""
+    same reduction order as PackedConv (a blocked long reduction too), so bit-identical outputs."""
     import re
 
     import numpy as np
@@ -122,11 +124,14 @@ def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only
     pointwise = {name: f for name, f in _kernels(lowered).items() if PixelConv().apply(f, target, False)}
     assert len(pointwise) >= 8  # MobileNet's expansions and projections
     rng = np.random.default_rng(0)
-    for name, func in list(pointwise.items())[:3]:
+    blocked = [name for name, f in pointwise.items()  # a long reduction, blocked: the output block accumulates
+               if "intermediate_global" in PixelConv().apply(f, target, False).mod["main"].script()]
+    assert blocked
+    for name, func in [*list(pointwise.items())[:3], (blocked[0], pointwise[blocked[0]])]:
         pixel = PixelConv().apply(func, target, False)
         text = pixel.mod["main"].script()
         assert re.search(rf"T.vectorized\((T.int64\()?{lanes}\)", text), name  # pixels in vectors
-        assert 'scope="local"' in text and "T.parallel" in text, name
+        assert ('scope="local"' in text or name in blocked) and "T.parallel" in text, name
         args = [rng.standard_normal([int(d) for d in a.shape]).astype("float32")
                 for a in _arg_shapes(func)]
         outputs, partitioned = [], []
@@ -139,7 +144,8 @@ def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only
         pixels = int(np.prod(args[0].shape[2:]))
         if pixels % lanes:
             assert "pragma_loop_partition_hint" in text, name
-            assert _update_loops(pixel.mod, target) == 2, f"{name}: the last tile was not split off"
+            unchecked, checked = _update_loops(pixel.mod, target)  # the main part unchecked, the tail checked
+            assert unchecked >= 1 and checked >= 1, f"{name}: the last tile was not split off ({unchecked}, {checked})"
 
 
 def _arg_shapes(func):
@@ -148,8 +154,10 @@ def _arg_shapes(func):
     return ms.arg_info.ArgInfo.from_prim_func(func)
 
 
-def _update_loops(mod, target) -> int:
-    """Copies of the conv's vectorised update loop after the build's TIR lowering up to loop partitioning."""
+def _update_loops(mod, target) -> tuple[int, int]:
+    """(unchecked, bounds-checked) copies of the vectorised loops that update or write back the conv's
+    accumulator, after the build's TIR lowering up to loop partitioning (checked: the body is an ``if`` on a
+    pixel bound)."""
     from tvm import s_tir
 
     t = s_tir.transform
@@ -159,5 +167,15 @@ def _update_loops(mod, target) -> int:
               t.LoopPartition()]
     kernel = tvm.IRModule({"main": mod["main"].with_attr("global_symbol", "main")})
     lowered = tvm.transform.Sequential(passes)(tvm.tirx.transform.BindTarget(target)(kernel))
-    text = lowered["main"].script()
-    return sum(1 for line in text.splitlines() if "T.vectorized" in line) - text.count("_init in T.vectorized")
+    lines = [line.strip() for line in lowered["main"].script().splitlines()]
+    checked = unchecked = 0
+    for line, body in zip(lines, lines[1:] + [""]):
+        if "in T.vectorized" in line and "_init" not in line and "+=" not in body:
+            update = [later for later in lines[lines.index(line):] if "conv" in later and " + " in later][:1]
+            if not update or "_local" not in update[0] and "_global" not in update[0]:
+                continue
+            if body.startswith("if ") and " < " in body:
+                checked += 1
+            else:
+                unchecked += 1
+    return unchecked, checked

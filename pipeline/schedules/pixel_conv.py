@@ -17,7 +17,12 @@ other orientation, as an SGEMM kernel does:
   tile row and each input vector feeds ``C`` FMAs; the accumulators stay in registers (AVX2: 6 x 2 of 16);
 * the weight is packed once, at compile time, to ``O/C K 1 1 C`` so a tile's ``C`` weights are contiguous;
 * the write-back stores whole pixel vectors per channel, applying the epilogue (bias, activation, residual add);
-  channel blocks run in parallel.
+  channel blocks run in parallel;
+* a long reduction (K > ``MAX_REDUCTION``) is blocked: each parallel task takes a block of pixels and runs over
+  the input channels in blocks of up to 256 (``reduction_block``), all output channels of the pixel block per
+  input block, so the input block stays in L2 and each 6-channel weight panel in L1; the task's outputs
+  accumulate in memory and get their epilogue once, after the last input block (unblocked, every channel block
+  streams the whole input: 0.73-0.82x of PackedConv on 960 -> 160 at 17x17; blocked, 1.04x).
 
 Measured on znver3, 2 threads, kernels alone with a relu6 epilogue, against ``PackedConv`` on rows padded to its
 tile (passes/tile_padding.py): 16->96 at 129x129 0.83 vs 1.48 ms, 144->24 at 65x65 0.45 vs 0.62 ms (see
@@ -36,8 +41,15 @@ PIXEL_VECTORS = 2  # pixel vectors per tile row: two loads feed 2 x C FMAs
 CHANNEL_TILES = (12, 8, 6, 4)
 MIN_PIXEL_TILES = 4  # smaller maps (ASPP's pooled branch: one pixel) are left to PackedConv
 SHORT_REDUCTION = 48  # input channels up to which the pixel orientation wins whatever the outputs (pixel_tile)
-MAX_REDUCTION = 160  # beyond it, PackedConv's smaller input traffic wins
+MAX_REDUCTION = 160  # beyond it, the reduction is blocked (reduction_block): unblocked, every channel block
+# of the tile streams the whole input and PackedConv wins
+MAX_REDUCTION_BLOCK = 256  # input channels per reduction block: an input block of 256 x 64 pixels (64 KB) stays
+MIN_REDUCTION_BLOCK = 32  # in L2 while a 256 x 6 weight panel (6 KB) stays in L1
+PIXEL_BLOCK_TILES = 2  # pixel tiles per parallel task when the reduction is blocked
 EXPANSION = 6  # output / input channels of the expansions it wins on (MobileNet's inverted residuals)
+PROJECTION = 3  # input / output channels of the long reductions it wins on (projections), on small maps
+SMALL_MAP = 400  # pixels (17x17 and less), where PackedConv's rows are 3 tiles long; or on any map with
+LONG_REDUCTION = 960  # input channels or more, where PackedConv's 16-channel weight panel outgrows L1
 
 
 def pixel_tile(target, out_channels: int, in_channels: int, pixels: int) -> tuple[int, int] | None:
@@ -47,22 +59,36 @@ def pixel_tile(target, out_channels: int, in_channels: int, pixels: int) -> tupl
 
     Where it is taken was measured (znver3, 2 threads, DeepLabV3's 1x1 convs with both backbones, each kernel
     alone against PackedConv): the pixel orientation wins where PackedConv's transposed write-back is a large
-    share, i.e. short reductions (K <= 48: 2.0-2.6x at 65x65 and 129x129) and, for K <= 160, outputs that fill
-    one channel vector only (144 -> 24: 2.6x) or expansions (O >= 6K: 1.2-1.9x). It loses with long reductions
-    (960 -> 160, 1280 -> 256 at 17x17: 0.73-0.82x; every channel block streams the whole input) and is level
-    at 64 -> 256 at 65x65 (0.91-0.98x)."""
+    share, i.e. short reductions (K <= 48: 1.7-2.5x at 65x65 and 129x129) and, for K <= 160, outputs that fill
+    one channel vector only (144 -> 24: 2.7x) or expansions (O >= 6K: 1.2-1.4x); and, blocked over the reduction
+    (``reduction_block``), long reductions that project to a third of their channels or fewer on 17x17 maps (O <=
+    K/3: 384 -> 64 1.22x, 576 -> 96 1.22x, 2048 -> 256 1.15x; 960 -> 320 and 1280 -> 256 level) or with K >=
+    960 on any map (WaveNet's 960 -> 256 over 16000 samples: 1.42x). Not taken: 64 -> 256 at 65x65 (0.91-0.98x
+    unblocked), projections on larger maps (256 -> 64 at 65x65 0.92x, 512 -> 128 at 33x33 0.95x, blocked) and
+    long reductions to more channels (256 -> 128 at 65x65 0.82x, 512 -> 2048 at 17x17 0.90x, blocked)."""
     if target.kind.name != "llvm":
         return None
     registers, lanes = vector_registers(target), vector_lanes(target)
     pixel_block = PIXEL_VECTORS * lanes
-    wins = in_channels <= SHORT_REDUCTION or (in_channels <= MAX_REDUCTION and (
-        out_channels % pixel_block or out_channels >= EXPANSION * in_channels))
+    if in_channels > MAX_REDUCTION:
+        wins = (PROJECTION * out_channels <= in_channels and reduction_block(in_channels) is not None
+                and (pixels <= SMALL_MAP or in_channels >= LONG_REDUCTION))
+    else:
+        wins = (in_channels <= SHORT_REDUCTION or out_channels % pixel_block
+                or out_channels >= EXPANSION * in_channels)
     if not wins or pixels < MIN_PIXEL_TILES * pixel_block:
         return None
     for channels in CHANNEL_TILES:
         if out_channels % channels == 0 and channels * PIXEL_VECTORS + PIXEL_VECTORS + 1 <= registers:
             return channels, pixel_block
     return None
+
+
+def reduction_block(in_channels: int) -> int | None:
+    """Input channels per block of a long reduction (K > MAX_REDUCTION): the largest divisor of K up to
+    ``MAX_REDUCTION_BLOCK``, or None when K has none above ``MIN_REDUCTION_BLOCK`` (the schedule is not taken)."""
+    block = max(d for d in range(1, min(in_channels, MAX_REDUCTION_BLOCK) + 1) if in_channels % d == 0)
+    return block if block >= MIN_REDUCTION_BLOCK else None
 
 
 def is_pointwise(kernel: tuple, strides: tuple, padding: tuple, groups: int) -> bool:
@@ -122,30 +148,45 @@ class PixelConv(ReductionRule):
                 if len(sch.get(block).iter_vars) != 4:
                     return None
                 sch.transform_block_layout(block, flat)
-        acc = sch.cache_write(main, 0, "local")
+        blocked = in_channels > MAX_REDUCTION
+        # the accumulator: a register tile, or for a blocked reduction a block of the output, finished (epilogue
+        # applied) once its last reduction block is done
+        acc = sch.cache_write(main, 0, "global" if blocked else "local")
         if len(image) == 2 and not epilogue:  # the conv writes the kernel's output: its accumulator goes flat
             sch.transform_layout(main, ("write", 0), flat)
             sch.transform_block_layout(acc, flat)
         for consumer in _epilogue(sch, acc):
             sch.reverse_compute_inline(consumer)
 
-        n, f, p, *reduce = sch.get_loops(main)
+        n, f, p, k, *taps = sch.get_loops(main)
         fo, fi = sch.split(f, [None, channels])
-        po, pi = sch.split(p, [None, lanes])
-        sch.reorder(n, fo, po, *reduce, fi, pi)
-        blocks = sch.fuse(n, fo)
-        sch.reverse_compute_at(acc, po)
+        if blocked:
+            tasks, tile, pi = sch.split(p, [None, PIXEL_BLOCK_TILES, lanes])
+            ko, ki = sch.split(k, [None, reduction_block(in_channels)])
+            sch.reorder(n, tasks, ko, fo, tile, ki, *taps, fi, pi)
+            sch.reverse_compute_at(acc, tasks)
+            outer, inner = sch.split(sch.fuse(*sch.get_loops(acc)[2:]), [None, lanes])
+            sch.vectorize(inner)
+            first = ko
+        else:
+            sch.reorder(n, fo, p, k, *taps, fi)
+            tile, pi = sch.split(p, [None, lanes])
+            sch.reorder(tile, k, *taps, fi, pi)
+            tasks = sch.fuse(n, fo)
+            sch.reverse_compute_at(acc, tile)
+            for loop in sch.get_loops(acc)[2:]:  # the write-back of the tile
+                sch.unroll(loop)
+            first = k
         sch.vectorize(pi)
         sch.unroll(fi)
-        for loop in sch.get_loops(acc)[2:]:  # the write-back of the tile
-            sch.unroll(loop)
-        sch.parallel(blocks)
-        if pixels % lanes:
-            sch.annotate(po, "pragma_loop_partition_hint", 1)  # only the last tile checks its bounds
+        sch.parallel(tasks)
+        if pixels % lanes:  # only the last tile checks its bounds (in the last block of tiles, if blocked)
+            for loop in [tasks, tile] if blocked else [tile]:
+                sch.annotate(loop, "pragma_loop_partition_hint", 1)
         for producer in sch.get_producers(main):
             if sch.get(producer).name_hint != packed_name:
                 _vectorize_inner(sch, producer)  # real padding (a 1x1 conv with padding): one vectorised pass
-        sch.decompose_reduction(main, reduce[0])
+        sch.decompose_reduction(main, first)
         return sch
 
 
