@@ -42,7 +42,6 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
     import re
 
     from pipeline.schedules.packed_conv import vector_lanes
-
     from pipeline.schedules.pixel_conv import PixelConv
 
     target = host.tvm_target()
@@ -134,7 +133,7 @@ def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only
         assert ('scope="local"' in text or name in blocked) and "T.parallel" in text, name
         args = [rng.standard_normal([int(d) for d in a.shape]).astype("float32")
                 for a in _arg_shapes(func)]
-        outputs, partitioned = [], []
+        outputs = []
         for sch in (pixel, PackedConv().apply(func, target, False)):
             tensors = [tvm.runtime.tensor(a) for a in args]
             kernel = tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")})
@@ -167,15 +166,17 @@ def _update_loops(mod, target) -> tuple[int, int]:
               t.LoopPartition()]
     kernel = tvm.IRModule({"main": mod["main"].with_attr("global_symbol", "main")})
     lowered = tvm.transform.Sequential(passes)(tvm.tirx.transform.BindTarget(target)(kernel))
-    lines = [line.strip() for line in lowered["main"].script().splitlines()]
+    lines = [line.strip() for line in lowered["main"].script().splitlines()] + [""]
     checked = unchecked = 0
-    for line, body in zip(lines, lines[1:] + [""]):
-        if "in T.vectorized" in line and "_init" not in line and "+=" not in body:
-            update = [later for later in lines[lines.index(line):] if "conv" in later and " + " in later][:1]
-            if not update or "_local" not in update[0] and "_global" not in update[0]:
-                continue
-            if body.startswith("if ") and " < " in body:
-                checked += 1
-            else:
-                unchecked += 1
+    for i, line in enumerate(lines[:-1]):
+        if "in T.vectorized" not in line or "_init" in line:
+            continue
+        stores = [later for later in lines[i + 1:] if " = " in later][:1]  # the loop's first store
+        if not stores or not any(f"_{scope}[" in stores[0] for scope in ("local", "global")):
+            continue  # not the accumulator's
+        body = lines[i + 1]
+        if body.startswith("if ") and " < " in body:
+            checked += 1
+        else:
+            unchecked += 1
     return unchecked, checked

@@ -151,6 +151,7 @@ def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp
     import tvm_ffi
 
     from pipeline.optimize import apply_schedules
+    from pipeline.schedules.pixel_conv import PixelConv
     from pipeline.tune import lowered_module
 
     database = tmp_path / "defaults"
@@ -163,8 +164,6 @@ def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp
     tuned = apply_schedules(lowered, target, OptimizeOptions(database, default_schedules=False))
 
     assert tvm_ffi.structural_equal(tuned, untuned)
-    from pipeline.schedules.pixel_conv import PixelConv
-
     assert any(PixelConv().apply(f, target, False) for f in lowered.functions.values()
                if isinstance(f, tvm.tirx.PrimFunc))
 

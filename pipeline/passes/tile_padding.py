@@ -50,8 +50,8 @@ class _Rewriter(ModuleRewriter):
         out_shape = [int(d) for d in call.ty.shape.values]
         kernel = weight.value.numpy()
         out_channels, in_channels, width = kernel.shape[0], kernel.shape[1], out_shape[-1]
-        if (self.keep_pointwise and is_pointwise(kernel.shape[2:], tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding),
-                         int(attrs.groups))
+        strides, padding = tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding)
+        if (self.keep_pointwise and is_pointwise(kernel.shape[2:], strides, padding, int(attrs.groups))
                 and pixel_tile(self.target, out_channels, in_channels, int(np.prod(out_shape[2:])))):
             return None  # PixelConv's: it tiles the pixels of the whole image, whatever the row length
         lanes, budget = vector_lanes(self.target), register_budget(self.target, kernel.shape[-1])
