@@ -98,13 +98,7 @@ def test_depthwise_convs_run_plane_by_plane_with_the_same_results(lowered, host)
         pad = text.find('T.sblock("pad_temp")')
         assert "T.unroll" in text and pad > parallel, name  # the padding is computed inside the plane's task
         args = [rng.standard_normal([int(d) for d in p.shape]).astype("float32") for p in func.params]
-        outputs = []
-        for sch in (plane, ConvLike().apply(func, target, False)):
-            tensors = [tvm.runtime.tensor(a) for a in args]
-            kernel = tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")})
-            tvm.compile(kernel, target=target).mod["main"](*tensors)
-            outputs.append(tensors[-1].numpy())
-        assert np.array_equal(*outputs), name
+        assert np.array_equal(*_outputs([plane, ConvLike().apply(func, target, False)], target, args)), name
 
 
 def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only(lowered, host):
@@ -133,18 +127,23 @@ def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only
         assert ('scope="local"' in text or name in blocked) and "T.parallel" in text, name
         args = [rng.standard_normal([int(d) for d in a.shape]).astype("float32")
                 for a in _arg_shapes(func)]
-        outputs = []
-        for sch in (pixel, PackedConv().apply(func, target, False)):
-            tensors = [tvm.runtime.tensor(a) for a in args]
-            kernel = tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")})
-            tvm.compile(kernel, target=target).mod["main"](*tensors)
-            outputs.append(tensors[-1].numpy())
-        assert np.array_equal(*outputs), name
+        assert np.array_equal(*_outputs([pixel, PackedConv().apply(func, target, False)], target, args)), name
         pixels = int(np.prod(args[0].shape[2:]))
         if pixels % lanes:
             assert "pragma_loop_partition_hint" in text, name
             unchecked, checked = _update_loops(pixel.mod, target)  # the main part unchecked, the tail checked
             assert unchecked >= 1 and checked >= 1, f"{name}: the last tile was not split off ({unchecked}, {checked})"
+
+
+def _outputs(schedules, target, args) -> list:
+    """The output (last argument) of each scheduled kernel, built for ``target`` and run on copies of ``args``."""
+    outputs = []
+    for sch in schedules:
+        tensors = [tvm.runtime.tensor(a) for a in args]
+        kernel = tvm.IRModule({"main": sch.mod["main"].with_attr("global_symbol", "main")})
+        tvm.compile(kernel, target=target).mod["main"](*tensors)
+        outputs.append(tensors[-1].numpy())
+    return outputs
 
 
 def _arg_shapes(func):

@@ -165,8 +165,7 @@ class PixelConv(ReductionRule):
             ko, ki = sch.split(k, [None, reduction_block(in_channels)])
             sch.reorder(n, tasks, ko, fo, tile, ki, *taps, fi, pi)
             sch.reverse_compute_at(acc, tasks)
-            outer, inner = sch.split(sch.fuse(*sch.get_loops(acc)[2:]), [None, lanes])
-            sch.vectorize(inner)
+            sch.vectorize(sch.split(sch.fuse(*sch.get_loops(acc)[2:]), [None, lanes])[1])  # the write-back
             first = ko
         else:
             sch.reorder(n, fo, p, k, *taps, fi)
