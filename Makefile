@@ -16,7 +16,7 @@ CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-layers bench-layers-tuned bench-layers-winograd $(ARM_DEVICES) \
+.PHONY: all run test venv sysdeps list clean help bench bench-pointwise bench-layers bench-layers-tuned bench-layers-winograd $(ARM_DEVICES) \
         $(CUDA_DEVICES) \
         $(VULKAN_DEVICES) gpu-pack \
         runtime-host runtime-aarch64
@@ -28,6 +28,7 @@ help:
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
 	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off]                      zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench-pointwise [MODELS=a,b]                                   1x1 kernels: PixelConv vs pixel_conv=false"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
 	@echo "make bench-layers-winograd [LAYERS=0,1]                             backbone 3x3 convs: direct vs Winograd"
@@ -83,6 +84,10 @@ algorithms-%: venv
 MODELS ?=
 bench: venv
 	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) --out BENCHMARKS.md
+
+# Each 1x1 conv kernel PixelConv takes, alone, against the same conv with pixel_conv=false; to BENCHMARKS.md.
+bench-pointwise: venv
+	$(BIN)/python -m pipeline.benchpointwise $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
 
 # The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
 bench-layers: venv
