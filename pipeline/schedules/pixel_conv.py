@@ -24,9 +24,10 @@ other orientation, as an SGEMM kernel does:
   accumulate in memory and get their epilogue once, after the last input block (unblocked, every channel block
   streams the whole input: 0.73-0.82x of PackedConv on 960 -> 160 at 17x17; blocked, 1.04x).
 
-Measured on znver3, 2 threads, kernels alone with a relu6 epilogue, against ``PackedConv`` on rows padded to its
-tile (passes/tile_padding.py): 16->96 at 129x129 0.83 vs 1.48 ms, 144->24 at 65x65 0.45 vs 0.62 ms (see
-``pixel_tile`` for where it is not taken). The arithmetic of each output (its reduction order) is unchanged.
+``make bench-pointwise`` times each kernel this rule takes against the same conv with ``pixel_conv=false``
+(BENCHMARKS.md; e.g. 16 -> 96 at 129x129 2.17 -> 0.88 ms on znver3, 2 threads). The figures in ``pixel_tile``
+come from earlier runs of the same comparison (scratch scripts, a tuning run sharing the cores). The arithmetic
+of each output (its reduction order) is unchanged.
 """
 
 from __future__ import annotations
