@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.errors import AtrousError, UnknownNameError
 
 from . import arm, cuda, host, vulkan
+from .cpu_choice import for_cpu
 from .preset import DevicePreset, Tolerance
 
 TARGETS: dict[str, DevicePreset] = {}
@@ -17,19 +18,20 @@ def register(preset: DevicePreset) -> DevicePreset:
     return preset
 
 
-def get_target(name: str) -> DevicePreset:
-    """The preset called ``name``; unknown names and presets that are not implemented yet are refused."""
+def get_target(name: str, mcpu: str | None = None) -> DevicePreset:
+    """The preset called ``name``; unknown names and presets that are not implemented yet are refused. ``mcpu``:
+    the same device family built for another CPU (``for_cpu``)."""
     if name not in TARGETS:
         raise UnknownNameError("target", name, TARGETS)
     preset = TARGETS[name]
     if preset.status != "works":
         raise AtrousError(f"target '{name}' is planned but not implemented yet; working targets: "
                           + ", ".join(n for n, p in TARGETS.items() if p.status == "works"))
-    return preset
+    return preset if mcpu is None else for_cpu(preset, mcpu)
 
 
 for _family in (host, arm, cuda, vulkan):
     for _preset in _family.PRESETS:
         register(_preset)
 
-__all__ = ["TARGETS", "DevicePreset", "Tolerance", "get_target", "register"]
+__all__ = ["TARGETS", "DevicePreset", "Tolerance", "for_cpu", "get_target", "register"]

@@ -56,6 +56,7 @@ class DevicePreset:
     emulator_packages: tuple[str, ...] = ()
     tolerance: Tolerance = field(default_factory=Tolerance)
     status: str = "works"
+    tuning_name: str = ""  # the device whose databases it shares ("" : its own name); see targets/cpu_choice.py
 
     def __post_init__(self):
         if self.status not in ("works", "planned"):
@@ -82,7 +83,8 @@ class DevicePreset:
     def tuning_dir(self) -> Path:
         """Where this device's reviewed tuning database lives (``targets/tuning/<name>/<cpu>``)."""
         spec = self.target_dict()
-        return TUNING_ROOT / self.name / str(spec.get("mcpu") or spec.get("arch") or spec.get("kind"))
+        device = self.tuning_name or self.name
+        return TUNING_ROOT / device / str(spec.get("mcpu") or spec.get("arch") or spec.get("kind"))
 
     def replace(self, **changes) -> "DevicePreset":
         return dataclasses.replace(self, **changes)

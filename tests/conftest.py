@@ -22,3 +22,12 @@ def build_root(tmp_path_factory):
         shared.mkdir(exist_ok=True)
         (root / "runtime").symlink_to(shared, target_is_directory=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def avx2():
+    """The host preset built for an AVX2 CPU (znver3), whatever this machine is: tests of a schedule's structure
+    name the CPU they build for instead of inheriting this machine's (which differs between CI machines)."""
+    import targets
+
+    return targets.get_target("host", "znver3")

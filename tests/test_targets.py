@@ -33,3 +33,22 @@ def test_host_target_names_its_cpu_explicitly(host):
     spec = host.target_dict()
     assert spec["mcpu"] not in ("", "generic", "native") and spec["num-cores"] >= 1
     assert host.tuning_dir.name == spec["mcpu"]
+
+
+def test_a_cpu_preset_builds_for_another_cpu_with_that_cpus_database(host):
+    """--mcpu: the same preset for another LLVM CPU, its own build name, the database of that CPU; it runs here
+    only if this CPU has every instruction-set feature of the chosen one (tuning flags do not count)."""
+    from targets.cpu_choice import features
+
+    avx2 = targets.get_target("host", "znver3")
+    assert avx2.target_dict()["mcpu"] == "znver3" and avx2.tuning_dir.parts[-2:] == ("host", "znver3")
+    assert avx2.name == ("host" if host.target_dict()["mcpu"] == "znver3" else "host-znver3")
+    avx512 = targets.get_target("host", "skylake-avx512")
+    assert avx512.runs_here == ("avx512f" in features(host.target_dict()))
+    assert "prefer-256-bit" not in features(avx512.target_dict()) and "avx512f" in features(avx512.target_dict())
+    board = targets.get_target("rpi4", "cortex-a76")
+    assert board.target_dict()["mtriple"] == "aarch64-linux-gnu" and board.tuning_dir.parts[-2:] == ("rpi4", "cortex-a76")
+    with pytest.raises(AtrousError, match="LLVM knows no CPU 'znver9'.*znver3"):
+        targets.get_target("host", "znver9")
+    with pytest.raises(AtrousError, match="'h100' is a cuda target"):
+        targets.get_target("h100", "znver3")
