@@ -2,3 +2,9 @@
 
 Each stage is a module with plain functions; ``interface`` strings them together; ``cli`` is the command line.
 """
+
+from .threads import use_threads
+
+# TVM's CPU runtime sizes its thread pool from TVM_NUM_THREADS when the pool starts, else uses half the cores on
+# x86: set it to every physical core before anything here can start a pool (a value the user set is kept)
+use_threads()

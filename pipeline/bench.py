@@ -18,13 +18,14 @@ class Timing:
     median_ms: float
     min_ms: float
     runs: int
+    threads: int  # the threads this runtime really used (read back from it, not the count asked for)
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
-def _timing(name: str, seconds: list[float]) -> Timing:
-    return Timing(name, 1e3 * statistics.median(seconds), 1e3 * min(seconds), len(seconds))
+def _timing(name: str, seconds: list[float], threads: int) -> Timing:
+    return Timing(name, 1e3 * statistics.median(seconds), 1e3 * min(seconds), len(seconds), threads)
 
 
 def _loop(fn, repeat: int) -> list[float]:
@@ -38,7 +39,8 @@ def _loop(fn, repeat: int) -> list[float]:
 
 
 def time_atrous(artifact: Artifact, inputs: dict, repeat: int) -> Timing:
-    return _timing("atrous", CompiledModel(artifact).time(inputs, number=1, repeat=repeat))
+    model = CompiledModel(artifact)
+    return _timing("atrous", model.time(inputs, number=1, repeat=repeat), model.threads)
 
 
 def time_pytorch(module, inputs: dict, threads: int, repeat: int) -> Timing:
@@ -47,12 +49,13 @@ def time_pytorch(module, inputs: dict, threads: int, repeat: int) -> Timing:
     torch.set_num_threads(threads)
     args = [torch.from_numpy(v) for v in inputs.values()]
     with torch.inference_mode():
-        return _timing("pytorch", _loop(lambda: module(*args), repeat))
+        return _timing("pytorch", _loop(lambda: module(*args), repeat), torch.get_num_threads())
 
 
 def time_onnxruntime(onnx_path, inputs: dict, threads: int, repeat: int) -> Timing:
     session = onnxruntime_session(onnx_path, threads)
-    return _timing("onnxruntime", _loop(lambda: session.run(None, inputs), repeat))
+    used = session.get_session_options().intra_op_num_threads  # ORT runs exactly this many (0 would be "all")
+    return _timing("onnxruntime", _loop(lambda: session.run(None, inputs), repeat), used)
 
 
 def bench(artifact: Artifact, module, threads: int, repeat: int = 10) -> list[Timing]:
@@ -67,10 +70,10 @@ def bench(artifact: Artifact, module, threads: int, repeat: int = 10) -> list[Ti
 
 def table(rows: list[Timing]) -> str:
     ort = next((r.median_ms for r in rows if r.runtime == "onnxruntime"), None)
-    lines = [f"{'runtime':<12} {'median ms':>10} {'min ms':>10} {'vs ORT':>8}"]
+    lines = [f"{'runtime':<12} {'threads':>7} {'median ms':>10} {'min ms':>10} {'vs ORT':>8}"]
     for r in rows:
         ratio = f"{ort / r.median_ms:7.2f}x" if ort else "-"
-        lines.append(f"{r.runtime:<12} {r.median_ms:10.2f} {r.min_ms:10.2f} {ratio:>8}")
+        lines.append(f"{r.runtime:<12} {r.threads:>7} {r.median_ms:10.2f} {r.min_ms:10.2f} {ratio:>8}")
     lines.append("(vs ORT > 1 means faster than ONNX Runtime)")
     return "\n".join(lines)
 

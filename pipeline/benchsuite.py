@@ -24,6 +24,7 @@ from .bench import publish
 from .interface import CompileArgs, compile_model, require_ok, verify_model
 from .optimize import OptimizeOptions
 from .peak import fma_peak
+from .threads import runtime_threads
 from .tune import has_database
 
 
@@ -73,7 +74,9 @@ def bench_model(name: str, preset, repeat: int, build_root: Path, variant: str =
     runners["onnxruntime"] = lambda: session.run(None, inputs)
     seconds = _rounds(runners, repeat)
     meta = tuned.meta()
-    return {"model": name, "gflop": count_flops(module, inputs) / 1e9, "threads": threads,
+    used = {"atrous": runtime_threads(), "pytorch": torch.get_num_threads(),
+            "onnxruntime": session.get_session_options().intra_op_num_threads}
+    return {"model": name, "gflop": count_flops(module, inputs) / 1e9, "threads": used,
             "tuned": f"{meta.tuned_tasks}/{meta.total_tasks}",
             "ms": {k: 1e3 * statistics.median(v) for k, v in seconds.items()}}
 
@@ -110,16 +113,19 @@ def markdown(rows: list[dict], command: str, preset, repeat: int, peak_gflops: f
     import tvm
 
     spec = preset.target_dict()
+    threads = rows[0]["threads"] if rows else {}
+    counts = ", ".join(f"{k} {v}" for k, v in threads.items())
     columns = COLUMNS + tuple(sorted({c for r in rows for c in r["ms"] if c not in COLUMNS}))
     lines = [
-        f"## Host CPU, {rows[0]['threads'] if rows else '?'} threads, fp32, batch 1 (`{command}`)",
+        f"## Host CPU, {threads.get('atrous', '?')} threads, fp32, batch 1 (`{command}`)",
         "",
         f"{datetime.date.today().isoformat()}; {_cpu_name()} (LLVM mcpu `{spec.get('mcpu')}`); TVM {tvm.__version__}, "
         f"PyTorch {torch.__version__}, ONNX Runtime {onnxruntime.__version__}. Median of {repeat} interleaved "
         "rounds, milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). A shared machine: "
         "compare ratios, not absolute times. GFLOP/s: the PyTorch model's conv and matmul FLOPs over atrous' "
         f"better time; in brackets, the share of this machine's fp32 FMA peak, measured before the models at "
-        f"{peak_gflops:.0f} GFLOP/s on {rows[0]['threads'] if rows else '?'} threads (pipeline/peak.py).",
+        f"{peak_gflops:.0f} GFLOP/s on {threads.get('atrous', '?')} threads (pipeline/peak.py). Threads each "
+        f"runtime used (read back from it): {counts}.",
         "",
         "| model | GFLOP | tuned kernels | " + " | ".join(columns) + " | atrous best GFLOP/s |",
         "|---|---:|---:|" + "---:|" * len(columns) + "---:|",

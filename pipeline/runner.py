@@ -45,6 +45,15 @@ class CompiledModel:
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), devices)
 
     @property
+    def threads(self) -> int:
+        """Threads TVM's runtime uses for this model when run from the calling thread (read back, not assumed)."""
+        if self.device.dlpack_device_type() != 1:  # a GPU: the host side runs on one thread
+            return 1
+        from .threads import runtime_threads
+
+        return runtime_threads()
+
+    @property
     def vm(self):
         """The Relax virtual machine (pipeline.profile instruments it)."""
         return self._vm

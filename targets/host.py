@@ -21,10 +21,10 @@ def host_cpu() -> str:
 
 
 def host_threads() -> int:
-    """Physical parallelism available to this process (respects CPU affinity and ATROUS_THREADS)."""
-    if os.environ.get("ATROUS_THREADS"):
-        return int(os.environ["ATROUS_THREADS"])
-    return len(os.sched_getaffinity(0))
+    """Physical cores available to this process (CPU affinity, SMT siblings once; ATROUS_THREADS overrides)."""
+    from pipeline.threads import default_threads
+
+    return default_threads()
 
 
 def _host_target() -> dict:

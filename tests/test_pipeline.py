@@ -296,6 +296,37 @@ def test_profile_times_each_kernel_and_the_cli_refuses_a_board_before_compiling(
     assert not list(tmp_path.iterdir()), "refused before compiling"
 
 
+def test_bench_runs_on_every_core_and_prints_the_count_each_runtime_used(small_artifact, tmp_path):
+    """TVM alone would size its pool at half the cores on x86 (1 of 2 here); atrous sets every physical core and
+    bench prints what the runtime reports, in a fresh process with none of the thread variables set."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.threads import physical_cores
+
+    _, artifact, _ = small_artifact
+    env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "ATROUS_THREADS")}
+    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "bench", str(artifact.onnx), "--json", "--repeat",
+                           "2", "--build-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    timings = {t["runtime"]: t["threads"] for t in json.loads(done.stdout.splitlines()[-1])["timings"]}
+    assert timings == {"atrous": physical_cores(), "onnxruntime": physical_cores()}, timings
+
+
+def test_physical_cores_count_smt_siblings_once(tmp_path):
+    from pipeline.threads import physical_cores
+
+    for cpu, (package, core) in enumerate([(0, 0), (0, 1), (0, 0), (0, 1), (1, 0)]):  # 2 siblings, 2nd package
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text(f"{package}\n")
+        (topology / "core_id").write_text(f"{core}\n")
+    assert physical_cores({0, 1, 2, 3, 4}, tmp_path) == 3
+    assert physical_cores({0, 2}, tmp_path) == 1
+    assert physical_cores({0, 7}, tmp_path) == 2  # cpu7 has no topology: a core of its own
+
+
 def test_kernel_flops_count_a_multiply_add_as_two():
     import tvm
     from tvm import te

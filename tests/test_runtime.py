@@ -102,6 +102,12 @@ def test_runner_info_run_check_and_timing_on_the_host(host_model, host_runtime, 
     assert info.returncode == 0, info.stderr
     assert "input  image            float32[1, 3, 12, 12]" in info.stdout
     assert "output pooled           float32[1, 6]" in info.stdout
+    # every physical core unless TVM_NUM_THREADS says otherwise (TVM alone would take half of them on x86)
+    from pipeline.threads import physical_cores
+
+    plain = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
+    assert f"threads {physical_cores()}\n" in _run([host_runtime.runner, library, "--info"], env=plain).stdout
+    assert "threads 1\n" in _run([host_runtime.runner, library, "--info"], env={**plain, "TVM_NUM_THREADS": "1"}).stdout
     done = _run([host_runtime.runner, library, "--input", f"scale={tmp_path / 'scale.npy'}",
                  "--input", f"image={tmp_path / 'image.npy'}", "--expect", f"scaled={tmp_path / 'scaled.npy'}",
                  "--expect", f"pooled={tmp_path / 'pooled.npy'}", "--output-dir", tmp_path, "--repeat", "3"])

@@ -4,6 +4,7 @@
 #include "atrous/atrous.h"
 
 #include <dlfcn.h>
+#include <sched.h>
 #include <unistd.h>
 #include <tvm/ffi/container/array.h>
 #include <tvm/ffi/container/tensor.h>
@@ -12,13 +13,17 @@
 #include <tvm/ffi/function.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cuda_device.h"
@@ -64,6 +69,31 @@ std::string ShapeText(const std::vector<int64_t>& shape) {
   return out.str();
 }
 
+// Physical cores of this process's affinity mask: CPUs grouped by (package, core id), so that SMT siblings count
+// once; a CPU whose topology is not readable counts as a core of its own.
+int PhysicalCores() {
+  cpu_set_t mask;
+  if (sched_getaffinity(0, sizeof(mask), &mask) != 0) return 1;
+  std::set<std::pair<std::string, std::string>> cores;
+  for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu) {
+    if (!CPU_ISSET(cpu, &mask)) continue;
+    std::string dir = "/sys/devices/system/cpu/cpu" + std::to_string(cpu) + "/topology/";
+    std::ifstream package(dir + "physical_package_id"), core(dir + "core_id");
+    std::string p, c;
+    if (package >> p && core >> c) {
+      cores.insert({p, c});
+    } else {
+      cores.insert({"cpu", std::to_string(cpu)});
+    }
+  }
+  return cores.empty() ? 1 : static_cast<int>(cores.size());
+}
+
+// TVM's thread pool reads TVM_NUM_THREADS when it starts and otherwise takes half the cores on x86.
+void DefaultThreads() {
+  if (std::getenv("TVM_NUM_THREADS") == nullptr) setenv("TVM_NUM_THREADS", std::to_string(PhysicalCores()).c_str(), 0);
+}
+
 }  // namespace
 
 // TVM's device-generic tensor functions (the same ones its Python API uses): allocation on any device and
@@ -98,7 +128,14 @@ const char* atrous_version(void) {
   return text.c_str();
 }
 
+int atrous_threads(void) {
+  DefaultThreads();
+  auto count = ffi::Function::GetGlobal("runtime.NumThreads");
+  return count ? (*count)().cast<int>() : Fail("the TVM runtime has no runtime.NumThreads");
+}
+
 atrous_model* atrous_load(const char* path) {
+  DefaultThreads();
   if (path == nullptr) return Fail("atrous_load: path is NULL"), nullptr;
   if (access(path, R_OK) != 0) return Fail(std::string("cannot read ") + path + ": " + std::strerror(errno)), nullptr;
   // dlopen searches the library path for a bare file name; a model is always a file path.

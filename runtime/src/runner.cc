@@ -96,6 +96,7 @@ void PrintInfo(atrous_model* m) {
     atrous_output_info(m, i, &t);
     std::printf("output %-16s %s%s\n", t.name, t.dtype, ShapeText(t.shape, t.ndim).c_str());
   }
+  std::printf("threads %d\n", atrous_threads());
 }
 
 // Output index of a (name, file) pair; an empty name means "the only output" or position `fallback`.
@@ -206,8 +207,8 @@ int main(int argc, char** argv) {
       ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
     }
     std::sort(ms.begin(), ms.end());
-    std::printf("latency: median %.3f ms, min %.3f ms, max %.3f ms over %d runs (after 1 warm-up)\n",
-                ms[ms.size() / 2], ms.front(), ms.back(), o.repeat);
+    std::printf("latency: median %.3f ms, min %.3f ms, max %.3f ms over %d runs (after 1 warm-up), %d threads\n",
+                ms[ms.size() / 2], ms.front(), ms.back(), o.repeat, atrous_threads());
   }
   for (size_t i = 0; i < o.outputs.size(); ++i) {
     int index = OutputIndex(m, o.outputs[i].first, static_cast<int>(i), &problem);

@@ -59,6 +59,12 @@ int atrous_run(atrous_model* model);
 /* Copy output `index` of the last run into `data` (`nbytes` must equal the output's nbytes). */
 int atrous_get_output(const atrous_model* model, int index, void* data, size_t nbytes);
 
+/* Threads the TVM runtime runs a model's kernels on, for models run from the calling thread. Unless the
+ * environment sets TVM_NUM_THREADS before the first atrous_load, atrous_load sets it to the physical cores of the
+ * process's CPU affinity mask (TVM's own default is half the cores on x86). Fixed once the thread's first model
+ * has run. */
+int atrous_threads(void);
+
 /* The runtime's version string ("atrous-runtime <version> (tvm <version>)"). */
 const char* atrous_version(void);
 
