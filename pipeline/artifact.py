@@ -53,6 +53,7 @@ class Meta:
     options: dict = field(default_factory=dict)  # the graph rewrites it was built with (OptimizeOptions.key())
     winograd: dict = field(default_factory=dict)  # {"F(4x4)": convs, ..., "direct": convs, "measured": convs}
     kernel_flops: dict = field(default_factory=dict)  # {kernel name: FLOPs} (pipeline/flops.py), for profiles
+    rule_failures: tuple[str, ...] = ()  # default schedule rules that raised on a kernel, one line each (guard.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -62,6 +63,7 @@ class Meta:
         raw = json.loads(text)
         for key in ("inputs", "outputs"):
             raw[key] = tuple(TensorSpec(s["name"], tuple(s["shape"]), s["dtype"]) for s in raw[key])
+        raw["rule_failures"] = tuple(raw.get("rule_failures", ()))
         return cls(**raw)
 
 

@@ -19,6 +19,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("model", help="zoo model name (atrous list models) or path to an .onnx file")
     p.add_argument("--target", default="host", help="device preset (atrous list targets); default: host")
+    p.add_argument("--mcpu", default=None, metavar="CPU",
+                   help="CPU targets: build for this LLVM CPU instead of the preset's (e.g. znver3, skylake-avx512, "
+                        "cortex-a76); its own build directory and tuning database")
     p.add_argument("--preset", default="standard", help="zoo model size preset: tiny or standard")
     p.add_argument("--input-shape", type=parse_shapes, default=None, metavar="NAME:1x3xHxW,...",
                    help="fix input shapes of an ONNX file with dynamic dimensions")
@@ -58,7 +61,7 @@ def _compile(args):
     from . import source
     from .interface import CompileArgs, compile_model
 
-    preset = targets.get_target(args.target)
+    preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     start = time.perf_counter()
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
@@ -79,6 +82,9 @@ def _tuning_line(meta) -> str:
     from .algorithms import summary_text
 
     line += "\n" + _rewrites_line(meta.options)
+    if meta.rule_failures:  # never fatal (schedules/guard.py), but each one is a kernel slower than it should be
+        line += f"\nschedule rules that failed on {len(meta.rule_failures)} kernel(s) (please report them):"
+        line += "".join(f"\n  {failure}" for failure in meta.rule_failures)
     cpu = meta.target_json.get("kind") == "llvm"
     return line + ("\n" + summary_text(meta.winograd) if cpu and meta.options.get("winograd", "off") != "off" else "")
 
@@ -135,7 +141,7 @@ def cmd_tune(args) -> int:
     from . import source
     from .tune import TuneArgs, tune_model
 
-    preset = targets.get_target(args.target)
+    preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     database = Path(args.database) if args.database else None
     builder = runner = None
@@ -212,7 +218,7 @@ def cmd_bench(args) -> int:
     import targets
     from .bench import bench, table
 
-    _require_local(targets.get_target(args.target), "bench")  # before compiling: say so at once
+    _require_local(targets.get_target(args.target, args.mcpu), "bench")  # before compiling: say so at once
     src, preset, artifact, _ = _compile(args)
     threads = preset.target_dict().get("num-cores") or os.cpu_count()
     rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
@@ -220,7 +226,7 @@ def cmd_bench(args) -> int:
         print(json.dumps({"model": src.name, "target": preset.name, "threads": threads,
                           "timings": [r.as_dict() for r in rows]}))
     else:
-        print(f"bench {src.name} on {preset.name}, {threads} threads, {args.repeat} runs each")
+        print(f"bench {src.name} on {preset.name}, {args.repeat} runs each (threads: what each runtime used)")
         print(table(rows))
     return 0
 
@@ -230,18 +236,20 @@ def cmd_profile(args) -> int:
     from .profile import profile
     from .runner import CompiledModel
 
-    _require_local(targets.get_target(args.target), "profile")
+    _require_local(targets.get_target(args.target, args.mcpu), "profile")
     src, preset, artifact, _ = _compile(args)
-    result = profile(CompiledModel(artifact), artifact.load_golden()[0], args.repeat)
-    peak = None
-    if preset.family == "cpu":  # the yardstick for GFLOP/s: this machine's FMA units, measured (pipeline/peak.py)
+    model = CompiledModel(artifact)
+    result = profile(model, artifact.load_golden()[0], args.repeat)
+    threads, peak = model.threads, None
+    if preset.family == "cpu":  # the yardstick for GFLOP/s: the FMA units of as many cores as the kernels used
         from .peak import fma_peak
 
-        peak = fma_peak(preset.target_dict().get("num-cores") or os.cpu_count())
+        peak = fma_peak(threads)
     if args.json:
-        print(json.dumps({"model": src.name, "target": preset.name, "peak_gflops": peak, **result.as_dict()}))
+        print(json.dumps({"model": src.name, "target": preset.name, "threads": threads, "peak_gflops": peak,
+                          **result.as_dict()}))
     else:
-        print(f"profile {src.name} on {preset.name} ({artifact.root}), {args.repeat} runs")
+        print(f"profile {src.name} on {preset.name} ({artifact.root}), {args.repeat} runs, {threads} threads")
         print(_tuning_line(artifact.meta()))
         print(result.table(args.top, peak))
     return 0
@@ -265,7 +273,7 @@ def cmd_run(args) -> int:
     if problem is None:
         threads = preset.target_dict().get("num-cores") or os.cpu_count()
         rows = bench(artifact, src.module() if src.module_factory else None, threads, args.repeat)
-        print(f"-- latency, {threads} threads, median of {args.repeat} runs (same process, same inputs)")
+        print(f"-- latency, median of {args.repeat} runs (same process, same inputs; threads: what each used)")
         print(table(rows))
     else:
         print(f"-- latency: not measured here ({problem}); on the device: bundle/run.sh --repeat 20")

@@ -23,6 +23,7 @@ from .flops import kernel_flops
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, apply_schedules, lower
 from .reference import onnxruntime_outputs, pytorch_outputs
+from .schedules.guard import collect_failures
 from .device import parse_device, run_on_device
 from .signature import signature_text
 from .source import Source
@@ -113,7 +114,8 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         mod = lower(mod, preset.tvm_target(), options)
         winograd = algorithms.summary(mod, options.database if options.winograd == "auto" else None)
         tuned, total = tuned_task_count(mod, preset, options.database)
-        mod = apply_schedules(mod, preset.tvm_target(), options)
+        with collect_failures() as failures:
+            mod = apply_schedules(mod, preset.tvm_target(), options)
         flops = kernel_flops(mod)
         expected = reference_outputs(source, onnx_path)
         inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())
@@ -125,7 +127,8 @@ def compile_model(args: CompileArgs) -> art.Artifact:
                         inputs=inputs, outputs=outputs,
                         reference=source.reference_kind, fingerprint=key, versions=versions(),
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
-                        total_tasks=total, options=options.key(), winograd=winograd, kernel_flops=flops)
+                        total_tasks=total, options=options.key(), winograd=winograd, kernel_flops=flops,
+                        rule_failures=tuple(f.line() for f in failures))
         (stage.path / "meta.json").write_text(meta.to_json())
         stage.commit()
     return art.Artifact(final)

@@ -134,14 +134,13 @@ def schedule_passes(options: OptimizeOptions, target) -> list:
     passes = []
     if options.database is not None:  # apply_schedules enters the database (parsed once per process)
         passes.append(relax.transform.MetaScheduleApplyDatabase())
-    from tvm.s_tir import dlight
-
     from .schedules import default_rules, stock_gpu_rules
+    from .schedules.guard import ApplyRules
 
-    if options.default_schedules:
-        passes.append(dlight.ApplyDefaultSchedule(*default_rules(target, options)))
+    if options.default_schedules:  # a rule that raises declines, recorded (schedules/guard.py)
+        passes.append(ApplyRules(*default_rules(target, options)))
     elif "gpu" in target.keys:  # GPU kernels cannot run unscheduled: TVM's own rules bind them to threads
-        passes.append(dlight.ApplyDefaultSchedule(*stock_gpu_rules()))
+        passes.append(ApplyRules(*stock_gpu_rules()))
     # weight re-layouts the schedules asked for become separate functions on constants, folded at compile time
     passes += [
         relax.transform.SplitLayoutRewritePreproc(),

@@ -34,6 +34,7 @@ from .flops import tir_flops
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, lower
 from .schedules.cpu import has_reduction
+from .schedules.guard import describe
 
 MANIFEST = "manifest.json"
 
@@ -321,6 +322,10 @@ def tune_model(args: TuneArgs, progress: bool = True) -> TuneReport:
                     callback = _Progress(bar, label, best_seconds(records_for(database, task)))
                     try:
                         _tune_one(task, budget, database, args, builder, runner, callback)
+                    except Exception as err:  # noqa: BLE001 - one task's search must not stop the others
+                        why = f"search: {describe(err)}"
+                        bar.write(f"atrous: {task.task_name} skipped, MetaSchedule could not search it ({why})")
+                        callback.failures.append(why)
                     finally:
                         failed.setdefault(task.task_name, []).extend(callback.failures)
     finally:  # also on an interrupt: what was measured is kept, compacted
@@ -403,7 +408,7 @@ def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, call
                       builder=builder, runner=runner,
                       measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                                              callback])
-    except BaseException:
+    except BaseException:  # the logs of a failed or interrupted search are kept and named
         print(f"atrous: MetaSchedule logs of {task.task_name} kept in {logs}", file=sys.stderr)
         raise
     shutil.rmtree(logs, ignore_errors=True)

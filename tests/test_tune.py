@@ -237,3 +237,26 @@ def test_kernels_without_a_reduction_are_sampled_not_evolved(host):
     copy = tvm.IRModule({"main": te.create_prim_func([a, te.compute((16, 8, 4), lambda i, j, k: a[k, j, i])])})
     assert search_strategy(copy, "evolutionary") == "replay-trace"
     assert search_strategy(conv.dispatched[0], "replay-trace") == "replay-trace"  # asked for: kept
+
+
+def test_a_task_whose_search_cannot_start_is_reported_and_the_rest_are_tuned(host, tmp_path, monkeypatch):
+    """MetaSchedule raising while it generates one kernel's design space (a TVM check that fails) skips that
+    kernel with a line in the report; the others get their trials."""
+    import pipeline.tune as tune
+
+    real, broken = tune._tune_one, []
+
+    def design_space_fails_on_the_first_task(task, *args):
+        if not broken or broken == [task.task_name]:
+            broken[:] = [task.task_name]
+            raise RuntimeError("InternalError: Check failed: design space of a kernel no rule expected")
+        return real(task, *args)
+
+    monkeypatch.setattr(tune, "_tune_one", design_space_fails_on_the_first_task)
+    report = tune_model(TuneArgs(block_source(), host, 2, database=tmp_path / "db", strategy="replay-trace"),
+                        progress=False)
+    skipped = next(t for t in report.tasks if t.name == broken[0])
+    assert [w for w in skipped.failed if w.startswith("search: RuntimeError")], skipped.failed
+    assert skipped.trials == 1  # its default schedule was still measured and recorded
+    others = [t for t in report.tasks if t is not skipped]
+    assert others and all(t.trials == 2 and not t.failed for t in others)

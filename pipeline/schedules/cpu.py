@@ -18,6 +18,8 @@ Both are exact rewrites of the loop order, never of the arithmetic order within 
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
@@ -142,8 +144,12 @@ class ReductionRule(ScheduleRule):
         if found is None:
             return None
         sch, main = found
+        after = tail(sch, main)
         try:
-            return self._schedule(sch, main, func, target)
+            scheduled = self._schedule(sch, main, func, target)
+            if scheduled is not None and after:
+                schedule_tail(scheduled, after)
+            return scheduled
         except s_tir.ScheduleError:
             return None
 
@@ -209,14 +215,54 @@ def _has_reads_padding(sch, block) -> bool:
 
 
 def _epilogue(sch, block) -> list:
-    """The chain of elementwise consumers after ``block``, nearest first."""
+    """The chain of elementwise consumers after ``block``, nearest first: each the only consumer of the one before,
+    none writing more elements than the block before it wrote. A broadcast ends the chain: FuseOps fuses a
+    squeeze-excitation gate's ``x * w`` into the kernel computing ``w`` (a 1x1 map), and that consumer, looping
+    over all of ``x``, cannot be inlined into the conv's write-back (TVM raised an InternalError there)."""
     chain = []
     while True:
         consumers = sch.get_consumers(block)
-        if len(consumers) != 1:
+        if len(consumers) != 1 or _written(sch, consumers[0]) > _written(sch, block):
             return chain
         block = consumers[0]
         chain.append(block)
+
+
+def _written(sch, block) -> int:
+    """Elements of the buffer ``block`` writes (its whole shape; non-constant shapes count as unbounded)."""
+    shape = sch.get(block).writes[0].source.shape
+    return math.prod(int(d) for d in shape) if all(isinstance(d, tirx.IntImm) for d in shape) else 1 << 62
+
+
+def tail(sch, main) -> list[str]:
+    """Names of the blocks after the reduction's epilogue chain (``_epilogue``), in order: what a conv rule
+    leaves to ``schedule_tail``."""
+    chain = _epilogue(sch, main)
+    last = chain[-1] if chain else main
+    names, pending = [], list(sch.get_consumers(last))
+    while pending:
+        block = pending.pop(0)
+        name = sch.get(block).name_hint
+        if name not in names:
+            names.append(name)
+            pending += sch.get_consumers(block)
+    return names
+
+
+def schedule_tail(sch, names: list[str]) -> None:
+    """The blocks after a conv's epilogue as elementwise kernels: each inlined into its consumer where it can be,
+    the rest parallel and vectorised."""
+    for name in names[:-1]:
+        try:
+            sch.compute_inline(sch.get_sblock(name))
+        except s_tir.ScheduleError:
+            pass
+    for name in names:
+        try:
+            block = sch.get_sblock(name)
+        except s_tir.ScheduleError:  # inlined above
+            continue
+        _vectorize_inner(sch, block)
 
 
 class Elementwise(ScheduleRule):

@@ -20,7 +20,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from .cpu import _epilogue, _extent, _iter_kinds, _largest_divisor, reduction_block
+from .cpu import _epilogue, _extent, _iter_kinds, _largest_divisor, reduction_block, tail
 
 F_TILE = 4
 THREADS = 128
@@ -31,7 +31,7 @@ class DirectConv(ScheduleRule):
 
     def apply(self, func, target, tunable):
         found = reduction_block(func) if "gpu" in target.keys else None
-        if found is None:
+        if found is None or tail(*found):  # blocks after a broadcast would be left unbound: dlight's rules take it
             return None
         sch, main = found
         try:
