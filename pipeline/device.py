@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import numpy as np
 
 from . import artifact as art
-from .bundle import golden_files, make_bundle
+from .bundle import make_bundle
 from .errors import AtrousError, DeviceError, ToolchainError
 
 CONNECT_TIMEOUT_S = 10

@@ -65,7 +65,7 @@ def device_measurement(preset, device):
     from .device import check_tracker
 
     if device.kind != "tracker":
-        raise AtrousError(f"tuning on a board needs a TVM RPC tracker (MetaSchedule measures through one): run "
+        raise AtrousError("tuning on a board needs a TVM RPC tracker (MetaSchedule measures through one): run "
                           "'python -m tvm.exec.rpc_tracker --port 9190' somewhere reachable, start "
                           "'atrous-rpc-server --tracker HOST:9190 --key KEY' on the board, and pass "
                           "--device tracker://HOST:9190/KEY")

@@ -9,9 +9,9 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import (DropDeadTaps, LegalizeFastMath, MergeSummedConvs, PadToTiles, PartitionBorders, SeparableResize,
-                     TransposedConvPhases, Winograd)
-from .schedules.pixel_conv import NarrowPointwiseKernels
+from .passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
+                     PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
+from .schedules.narrow import NarrowCPUKernels
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ class OptimizeOptions:
     ``pixel_conv``: on CPU targets, pointwise convs that the pixel-vectorised schedule takes keep their odd rows
     (no tile padding), get int32 indices and that schedule (schedules/pixel_conv.py); off: the channel-vectorised
     schedule of every other dense conv.
+    ``blocked_layout``: on CPU targets, activations in the blocked channel layout NCHW{c}c between convs, convs
+    register-blocked in it (exact but for the order of each sum; passes/blocked_layout.py,
+    schedules/blocked_conv.py); off: NCHW throughout.
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
     """
 
@@ -51,6 +54,7 @@ class OptimizeOptions:
     separable_resize: bool = True
     fast_math: bool = True
     pixel_conv: bool = True
+    blocked_layout: bool = True
     default_schedules: bool = True
 
     def key(self) -> dict:
@@ -60,12 +64,13 @@ class OptimizeOptions:
                 "pad_to_tiles": self.pad_to_tiles, "winograd": self.winograd,
                 "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
                 "separable_resize": self.separable_resize, "merge_summed_convs": self.merge_summed_convs,
-                "pixel_conv": self.pixel_conv, "default_schedules": self.default_schedules}
+                "pixel_conv": self.pixel_conv, "blocked_layout": self.blocked_layout,
+                "default_schedules": self.default_schedules}
 
 
 # Every rewrite that can be switched off, as (off, on) values: the dilation suite runs with each one alone on.
 REWRITES = {"drop_dead_taps": (False, True), "partition_borders": (False, True), "transposed_phases": (False, True),
-            "pad_to_tiles": (False, True), "winograd": ("off", "4")}
+            "pad_to_tiles": (False, True), "winograd": ("off", "4"), "blocked_layout": (False, True)}
 
 
 def rewrites_only(*names: str, **overrides) -> OptimizeOptions:
@@ -79,6 +84,7 @@ def inference_passes() -> list:
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
+        FrontendOps(),  # the importer's Clip and Pad kernels as Relax ops again (passes/frontend_ops.py)
     ]
 
 
@@ -110,22 +116,23 @@ def algorithm_passes(options: OptimizeOptions) -> list:
 def tiling_passes(options: OptimizeOptions) -> list:
     """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact)."""
     off = tvm.transform.Sequential([])
-    return [PadToTiles(keep_pointwise=options.pixel_conv) if options.pad_to_tiles else off,
+    return [BlockChannels() if options.blocked_layout else off,
+            PadToTiles(keep_pointwise=options.pixel_conv) if options.pad_to_tiles else off,
             SeparableResize() if options.separable_resize else off]
 
 
 def lowering_passes(options: OptimizeOptions) -> list:
     """Legalize to TensorIR and fuse: the task boundaries tuning databases are keyed by."""
     return [
-        LegalizeFastMath() if options.fast_math else relax.transform.LegalizeOps(),
+        Legalize(options.fast_math),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
         relax.transform.FuseOps(),
         relax.transform.FuseTIR(),
         # weights are constants: mark them layout-free, so a schedule may ask for them in any layout it likes
         relax.transform.AttachAttrLayoutFreeBuffers(),
-        # int32 indices for the pixel-vectorised 1x1 convs (schedules/pixel_conv.py)
-        NarrowPointwiseKernels() if options.pixel_conv else tvm.transform.Sequential([]),
+        # int32 indices, so that the schedules' peeled tiles survive the build (schedules/narrow.py)
+        NarrowCPUKernels(),
     ]
 
 

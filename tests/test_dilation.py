@@ -7,7 +7,7 @@ import pytest
 
 from pipeline import source
 from pipeline.interface import CompileArgs, compile_model, verify_model
-from pipeline.optimize import REWRITES, rewrites_only
+from pipeline.optimize import REWRITES, OptimizeOptions, rewrites_only
 from pipeline.verify import report
 
 from dilation_cases import CASES, build
@@ -15,7 +15,9 @@ from dilation_cases import CASES, build
 
 # the cases are narrow (4-12 channels): Winograd's performance threshold would leave them all alone
 EXTRA = {"winograd": {"winograd_min_channels": 1}}
-OPTION_SETS = {"baseline": rewrites_only()} | {name: rewrites_only(name, **EXTRA.get(name, {})) for name in REWRITES}
+# baseline: every rewrite off (NCHW, direct convs); then each rewrite alone; then what compile does by default
+OPTION_SETS = ({"baseline": rewrites_only()} | {name: rewrites_only(name, **EXTRA.get(name, {})) for name in REWRITES}
+               | {"defaults": OptimizeOptions()})
 
 
 PAIRS = [(case, name) for name in OPTION_SETS for case in CASES]
@@ -59,7 +61,8 @@ def test_dilated_case_matches_pytorch(case, option_set, host, build_root):
 # Built for a named AVX2 CPU: whether a conv needs tile padding depends on the vector width (with AVX-512's 16
 # lanes, rate2_same's rows need none).
 TARGETED = {"drop_dead_taps": "rate_larger_than_map", "partition_borders": "rate_partially_out",
-            "pad_to_tiles": "rate2_same", "winograd": "rate2_same", "transposed_phases": "transposed_then_dilated"}
+            "pad_to_tiles": "rate2_same", "winograd": "rate2_same", "transposed_phases": "transposed_then_dilated",
+            "blocked_layout": "rate2_same"}
 TARGETED_CPU = "znver3"
 
 

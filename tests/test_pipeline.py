@@ -224,7 +224,7 @@ def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
     assert options.winograd == "2" and options.drop_dead_taps
     assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "auto"
     every = ("drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles, fast_math, separable_resize, "
-             "merge_summed_convs, pixel_conv")
+             "merge_summed_convs, pixel_conv, blocked_layout")
     assert _rewrites_line(options.key()) == f"rewrites: {every}, winograd 2"
     off = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "off"]), host)
     assert _rewrites_line(off.key()) == f"rewrites: {every}"

@@ -1,12 +1,14 @@
 """Default CPU schedules: every kernel of an untuned model gets one (parallel, vectorised), and turning them off
 leaves the unscheduled loop nests. Their numerics are covered by the dilation suite and the zoo tests, which
-compile with them on. Built for a named AVX2 CPU (znver3), not this machine's: register tiles follow the ISA."""
+compile with them on. Built for a named AVX2 CPU (znver3), not this machine's: register tiles follow the ISA.
+These are the rules of the plain (NCHW) layout, what a build with ``blocked_layout=False`` uses."""
 
 import pytest
 import tvm
 
 from pipeline import source, tune
 from pipeline.optimize import OptimizeOptions, apply_schedules
+from tir_checks import update_loops
 
 
 @pytest.fixture(scope="module")
@@ -17,7 +19,9 @@ def host(avx2):
 
 @pytest.fixture(scope="module")
 def lowered(host):
-    return tune.lowered_module(source.from_zoo("deeplabv3-mobilenet", "tiny"), host, OptimizeOptions())
+    """The NCHW kernels these rules are for (the blocked layout's rules: test_blocked.py)."""
+    return tune.lowered_module(source.from_zoo("deeplabv3-mobilenet", "tiny"), host,
+                               OptimizeOptions(blocked_layout=False))
 
 
 def _runs_here(preset):
@@ -64,11 +68,12 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
     lanes = vector_lanes(target)
     for name in packed:
         text = kernels[name].script()
-        weight = re.search(r"\w+_global: T.Buffer\(\((?:T.int64\((\d+)\), ){4}T.int64\((\d+)\)\)", text)
+        # int32 indices since lowering narrows CPU kernels (schedules/narrow.py); T.int64(n) otherwise
+        weight = re.search(r"\w+_global: T.Buffer\(\((?:(?:T.int64\()?\d+\)?, ){4}(?:T.int64\()?(\d+)\)?\)", text)
         assert weight, name
-        f_block = int(weight.group(2))
+        f_block = int(weight.group(1))
         assert f_block % lanes == 0, name
-        assert f"T.vectorized(T.int64({f_block}))" in text, name
+        assert re.search(rf"T.vectorized\((T.int64\()?{f_block}\)", text), name
         # rows widened to whole tiles (passes/tile_padding.py) may crop in the write-back, never in the FMA loop
         update = re.search(r'T.sblock\("conv\w*_update"\)(.*?)(T.sblock\(|$)', text, re.S)
         assert update and "T.where" not in update.group(1), f"{name}: a bounds check inside the register tile"
@@ -144,7 +149,7 @@ def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only
         pixels = int(np.prod(args[0].shape[2:]))
         if pixels % lanes:
             assert "pragma_loop_partition_hint" in text, name
-            unchecked, checked = _update_loops(pixel.mod, target)  # the main part unchecked, the tail checked
+            unchecked, checked = update_loops(pixel.mod, target)  # the main part unchecked, the tail checked
             assert unchecked >= 1 and checked >= 1, f"{name}: the last tile was not split off ({unchecked}, {checked})"
 
 
@@ -163,32 +168,3 @@ def _arg_shapes(func):
     from tvm.s_tir import meta_schedule as ms
 
     return ms.arg_info.ArgInfo.from_prim_func(func)
-
-
-def _update_loops(mod, target) -> tuple[int, int]:
-    """(unchecked, bounds-checked) copies of the vectorised loops that update or write back the conv's
-    accumulator, after the build's TIR lowering up to loop partitioning (checked: the body is an ``if`` on a
-    pixel bound)."""
-    from tvm import s_tir
-
-    t = s_tir.transform
-    passes = [t.LowerCrossThreadReduction(), t.LowerInitBlock(), t.PlanAndUpdateBufferAllocationLocation(),
-              t.ConvertBlocksToOpaque(), t.CompactBufferAllocation(), t.LowerMatchBuffer(), t.StmtSimplify(),
-              t.LowerOpaqueBlock(), tvm.tirx.transform.FlattenBuffer(), tvm.tirx.transform.NarrowDataType(32),
-              t.LoopPartition()]
-    kernel = tvm.IRModule({"main": mod["main"].with_attr("global_symbol", "main")})
-    lowered = tvm.transform.Sequential(passes)(tvm.tirx.transform.BindTarget(target)(kernel))
-    lines = [line.strip() for line in lowered["main"].script().splitlines()] + [""]
-    checked = unchecked = 0
-    for i, line in enumerate(lines[:-1]):
-        if "in T.vectorized" not in line or "_init" in line:
-            continue
-        stores = [later for later in lines[i + 1:] if " = " in later][:1]  # the loop's first store
-        if not stores or not any(f"_{scope}[" in stores[0] for scope in ("local", "global")):
-            continue  # not the accumulator's
-        body = lines[i + 1]
-        if body.startswith("if ") and " < " in body:
-            checked += 1
-        else:
-            unchecked += 1
-    return unchecked, checked

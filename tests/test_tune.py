@@ -22,7 +22,7 @@ class DilatedBlock(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.conv = torch.nn.Conv2d(8, 8, 3, padding=2, dilation=2)
-        self.expand = torch.nn.Conv2d(8, 24, 1)  # a pointwise conv: PixelConv's schedule, int32 indices
+        self.expand = torch.nn.Conv2d(8, 24, 1)  # a pointwise conv (24 channels: a padded block on AVX-512)
 
     def forward(self, x):
         return self.expand(torch.relu(self.conv(x)))
@@ -146,12 +146,12 @@ def test_a_changed_default_schedule_is_measured_again(tuned, host, tmp_path):
 
 def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp_path):
     """One trial per task is the default schedule alone: applying that database gives exactly the untuned module
-    (the default schedules' traces replay on the tasks as compile lowers them, PixelConv's narrowed kernel too)."""
+    (the default schedules' traces replay on the tasks as compile lowers them, int32-narrowed kernels too)."""
     import tvm
     import tvm_ffi
 
     from pipeline.optimize import apply_schedules
-    from pipeline.schedules.pixel_conv import PixelConv
+    from pipeline.schedules.blocked_conv import BlockedConv
     from pipeline.tune import lowered_module
 
     database = tmp_path / "defaults"
@@ -164,7 +164,7 @@ def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp
     tuned = apply_schedules(lowered, target, OptimizeOptions(database, default_schedules=False))
 
     assert tvm_ffi.structural_equal(tuned, untuned)
-    assert any(PixelConv().apply(f, target, False) for f in lowered.functions.values()
+    assert any(BlockedConv().apply(f, target, False) for f in lowered.functions.values()
                if isinstance(f, tvm.tirx.PrimFunc))
 
 

@@ -33,11 +33,19 @@ def _fp32_only(fast, stock):
 FAST = {"relax.tanh": _fp32_only(topi.fast_tanh, topi.tanh), "relax.sigmoid": _fp32_only(_sigmoid, topi.sigmoid)}
 
 
-@tvm.transform.module_pass(opt_level=0, name="atrous.LegalizeFastMath")
-class LegalizeFastMath:
-    """``relax.transform.LegalizeOps`` with the fast tanh and sigmoid when the current target is a CPU (LLVM)."""
+@tvm.transform.module_pass(opt_level=0, name="atrous.Legalize")
+class Legalize:
+    """``relax.transform.LegalizeOps`` with, on CPU (LLVM) targets, the blocked-layout convs
+    (passes/blocked_kernels.py) and, if ``fast_math``, the fast tanh and sigmoid."""
+
+    def __init__(self, fast_math: bool = True):
+        self.fast_math = fast_math
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
+        from .blocked_kernels import BLOCKED_LEGALIZE
+
         target = tvm.target.Target.current(allow_none=True)
-        custom = FAST if target is not None and target.kind.name == "llvm" else None
+        custom = None
+        if target is not None and target.kind.name == "llvm":
+            custom = {**BLOCKED_LEGALIZE, **(FAST if self.fast_math else {})}
         return relax.transform.LegalizeOps(custom)(mod)

@@ -1,5 +1,7 @@
 """Default schedules per device family, applied to kernels the tuning database does not cover."""
 
+from .blocked_conv import BlockedConv
+from .blocked_window import BlockedWindow
 from .cpu import ConvLike, Elementwise
 from .gpu import DirectConv
 from .packed_conv import PackedConv
@@ -8,10 +10,12 @@ from .plane_conv import PlaneConv
 
 
 def cpu_rules(pixel_conv: bool = True) -> tuple:
-    """First match wins: pointwise convs over whole pixel tiles vectorise pixels; other dense convs pack their
-    weights; depthwise convs and pooling windows run plane by plane; other reductions (grouped convs, global
-    pooling) vectorise rows."""
-    return (*([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(), ConvLike(), Elementwise())
+    """First match wins: in the blocked channel layout, dense convs are register-blocked and depthwise convs and
+    pools tiled along rows; in NCHW, pointwise convs over whole pixel tiles vectorise pixels, other dense convs
+    pack their weights, depthwise convs and pooling windows run plane by plane; other reductions (grouped
+    convs, global pooling) vectorise rows."""
+    return (BlockedConv(), BlockedWindow(), *([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(),
+            ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:

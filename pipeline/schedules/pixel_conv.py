@@ -32,7 +32,6 @@ of each output (its reduction order) is unchanged.
 
 from __future__ import annotations
 
-import tvm
 from tvm import sym, tirx
 
 from .cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds, _vectorize_inner
@@ -102,7 +101,7 @@ class PixelConv(ReductionRule):
 
     def apply(self, func, target, tunable):
         # int32 indices, so that the partition hint survives the build (module docstring); lowering has narrowed
-        # the kernels this rule takes already (NarrowPointwiseKernels), so that tuning records replay on them
+        # every CPU kernel already (schedules/narrow.py), so that tuning records replay on them
         return super().apply(_narrowed(func) if isinstance(func, tirx.PrimFunc) else func, target, tunable)
 
     def _schedule(self, sch, main, func, target):
@@ -213,23 +212,6 @@ def _is_zero(expr) -> bool:
 
 
 def _narrowed(func):
-    return tirx.transform.ForceNarrowIndexToInt32()(tvm.IRModule({"main": func}))["main"]
+    from .narrow import narrowed
 
-
-@tvm.transform.module_pass(opt_level=0, name="NarrowPointwiseKernels")
-class NarrowPointwiseKernels:
-    """On CPU targets, the kernels PixelConv takes with int32 indices (its schedule needs them, see the module
-    docstring). Done when lowering, not only in the rule: a tuning task is the kernel as lowered, and a record's
-    trace (the default schedule's too) must replay on the same function that ``compile`` schedules."""
-
-    def transform_module(self, mod, _ctx):
-        target = tvm.target.Target.current(allow_none=True)
-        if target is None or target.kind.name != "llvm":
-            return mod
-        narrowed = {gv: _narrowed(f) for gv, f in mod.functions_items()
-                    if isinstance(f, tirx.PrimFunc) and PixelConv().apply(f, target, False) is not None}
-        if not narrowed:
-            return mod
-        functions = dict(mod.functions_items())
-        functions.update(narrowed)
-        return tvm.IRModule(functions, attrs=mod.attrs)
+    return narrowed(func)

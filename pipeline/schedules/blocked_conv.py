@@ -1,0 +1,82 @@
+"""Default CPU schedule for dense convs in the blocked channel layout (passes/blocked_kernels.py).
+
+In ``NCHW{c}c`` with ``c`` one vector, a conv is a register-blocked product, as in oneDNN's and ONNX Runtime's
+NCHWc kernels: a tile of ``pixels`` neighbouring outputs x ``vectors`` channel vectors accumulates in registers;
+per input channel each pixel's input value is broadcast once and feeds ``vectors`` FMAs, each weight vector
+feeds ``pixels``. The loops, outermost first::
+
+    parallel(batch, output channel tiles, rows) . pixel tiles . input blocks . taps . input lanes
+        . [pixels (unrolled) . channel vectors (unrolled) . lanes (vectorised)]
+
+* the tile comes from the ISA (isa.py: as many pixels as the register file holds with two channel vectors,
+  evened out over the row); it is a decision the tuner may change;
+* the input lanes stay a loop: LLVM unrolls it itself; unrolled in TVM too, LLVM hoisted every broadcast of
+  the body and spilled them (shared/examples/nchwc-conv: 69% of peak instead of ~100%);
+* a row the tile does not divide gets its last, shorter tile peeled off at build time
+  (``pragma_loop_partition_hint``), so no tile carries a bounds check (with one, LLVM keeps the accumulators in
+  memory);
+* the epilogue (bias, activation, residual, a gate) is applied to the tile in registers as it is written back,
+  whole vectors of channels at a time; zero padding is its own parallel, vectorised pass before the conv.
+
+The sum of each output runs over input blocks, taps and lanes in the order the kernel writes it.
+"""
+
+from __future__ import annotations
+
+from tvm import tirx
+
+from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner
+from .isa import conv_tile, isa_of
+
+DENSE = ("conv2d_nchwc", "conv1d_nchwc")
+
+
+class BlockedConv(ReductionRule):
+    """Register-tiled schedule of a blocked dense conv (module docstring)."""
+
+    def _schedule(self, sch, main, func, target):
+        if sch.get(main).name_hint not in DENSE:
+            return None
+        kinds = _iter_kinds(sch, main)
+        loops = sch.get_loops(main)
+        spatial = [loop for loop, k in zip(loops, kinds) if k == tirx.IterVar.DataPar]
+        reduce = [loop for loop, k in zip(loops, kinds) if k == tirx.IterVar.CommReduce]
+        if len(spatial) not in (4, 5) or len(loops) != len(kinds):
+            return None
+        n, kb, *image, lanes = spatial
+        width, blocks = _extent(sch, image[-1]), _extent(sch, kb)
+        if not width or not blocks:
+            return None
+        pixels, vectors = conv_tile(isa_of(target), width, blocks)
+        return schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels, vectors)
+
+
+def schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels: int, vectors: int):
+    """The loop nest of the module docstring for one tile; ``image`` is (rows, columns) or (columns,)."""
+    width = _extent(sch, image[-1])
+    kbo, kbi = sch.split(kb, [None, vectors])
+    xo, xi = sch.split(image[-1], [None, pixels])
+    rows = [n, kbo, *image[:-1]]
+    sch.reorder(*rows, xo, *reduce, xi, kbi, lanes)
+    outer = sch.fuse(*rows)
+    for producer in sch.get_producers(main):  # a copy in place of padding (a 1x1 conv) is read directly
+        if "if_then_else" not in str(sch.get(producer).body):
+            sch.compute_inline(producer)
+    acc = sch.cache_write(main, 0, "local")
+    sch.reverse_compute_at(acc, xo)
+    for consumer in _epilogue(sch, acc):
+        sch.reverse_compute_inline(consumer)
+    sch.vectorize(lanes)
+    sch.unroll(kbi)
+    sch.unroll(xi)
+    *tile, vector = sch.get_loops(acc)[2:]  # the write-back under (rows, pixel tiles)
+    sch.vectorize(vector)
+    for loop in tile:
+        sch.unroll(loop)
+    sch.parallel(outer)
+    if width % pixels:
+        sch.annotate(xo, "pragma_loop_partition_hint", 1)
+    for producer in sch.get_producers(main):  # the padding pass
+        _vectorize_inner(sch, producer)
+    sch.decompose_reduction(main, reduce[0])
+    return sch

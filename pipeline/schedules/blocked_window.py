@@ -1,0 +1,90 @@
+"""Default CPU schedule for window reductions in the blocked channel layout: depthwise convs and pooling.
+
+A depthwise conv (or a max/average pool) in ``NCHW{c}c`` reduces each lane over the taps of a small window, the
+lanes being ``c`` different channels: there is no channel reduction, so every FMA needs an input vector of its
+own, and the schedule's job is to keep the window's weight vectors and a row tile's accumulators in registers:
+
+    parallel(batch, channel blocks, rows) . pixel tiles . taps (unrolled) . [pixels (unrolled) . lanes (vector)]
+
+The accumulators of ``pixels`` outputs stay in registers across the taps; the weight vector of a tap is loaded
+once per tile and feeds ``pixels`` FMAs. The tile is as wide as the registers allow next to the window's weights
+(isa.py); a last, shorter tile is peeled off the row at build time. Zero padding is computed by its own parallel,
+vectorised pass, and the epilogue (bias, activation) is applied to the tile as it is written back. Each output's
+taps are summed in the order the kernel writes them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import tirx
+
+from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds
+from .isa import balanced, isa_of
+
+MAX_TAPS = 64  # window sizes unrolled in full (a 7x7 depthwise conv, an 8x8 pool)
+
+
+class BlockedWindow(ReductionRule):
+    """Register-tiled schedule of a blocked depthwise conv or pool (module docstring)."""
+
+    def _schedule(self, sch, main, func, target):
+        kinds = _iter_kinds(sch, main)
+        loops = sch.get_loops(main)
+        spatial = [loop for loop, k in zip(loops, kinds) if k == tirx.IterVar.DataPar]
+        reduce = [loop for loop, k in zip(loops, kinds) if k == tirx.IterVar.CommReduce]
+        isa = isa_of(target)
+        if (len(loops) != len(kinds) or len(spatial) not in (4, 5) or not reduce
+                or kinds != [tirx.IterVar.DataPar] * len(spatial) + [tirx.IterVar.CommReduce] * len(reduce)
+                or _extent(sch, spatial[-1]) != isa.lanes or not _is_window(sch, main)):
+            return None
+        taps = [_extent(sch, r) for r in reduce]
+        width = _extent(sch, spatial[-2])
+        if None in taps or not width or math.prod(taps) > MAX_TAPS:
+            return None
+        pixels = window_tile(isa, width, math.prod(taps) if _reads_weights(sch, main) else 0)
+        n, cb, *image, lanes = spatial
+        xo, xi = sch.split(image[-1], [None, pixels])
+        rows = sch.fuse(n, cb, *image[:-1])
+        sch.reorder(rows, xo, *reduce, xi, lanes)
+        for producer in sch.get_producers(main):  # a copy in place of padding is read directly
+            if "if_then_else" not in str(sch.get(producer).body):
+                sch.compute_inline(producer)
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, xo)
+        for consumer in _epilogue(sch, acc):
+            sch.reverse_compute_inline(consumer)
+        sch.vectorize(lanes)
+        sch.unroll(xi)
+        *tile, vector = sch.get_loops(acc)[2:]
+        sch.vectorize(vector)
+        for loop in tile:
+            sch.unroll(loop)
+        sch.parallel(rows)
+        if width % pixels:
+            sch.annotate(xo, "pragma_loop_partition_hint", 1)
+        for producer in sch.get_producers(main):  # the padding: the rows this output row reads, in cache
+            sch.compute_at(producer, rows)
+            sch.vectorize(sch.get_loops(producer)[-1])
+        sch.decompose_reduction(main, reduce[0])
+        return sch
+
+
+def window_tile(isa, width: int, weights: int) -> int:
+    """Pixels per tile of a window reduction over rows of ``width`` with ``weights`` weight vectors (0 for a
+    pool): the accumulators, the weights LLVM keeps in registers across tiles (at most half the register file)
+    and an input vector must fit, with four to spare."""
+    limit = max(1, isa.registers - isa.reserved - 4 - min(weights, isa.registers // 2))
+    return balanced(width, limit)
+
+
+def _is_window(sch, main) -> bool:
+    """Every read of the block indexes its lane axis by the block's own lane variable (no channel mixing)."""
+    lane = sch.get(main).iter_vars[-1 - sum(1 for iv in sch.get(main).iter_vars
+                                            if iv.iter_type == tirx.IterVar.CommReduce)].var
+    return all(len(r.region) and r.region[-1].min.same_as(lane) for r in sch.get(main).reads)
+
+
+def _reads_weights(sch, main) -> bool:
+    """A depthwise conv reads two buffers (input and weight); a pool one."""
+    return len(sch.get(main).reads) >= 2

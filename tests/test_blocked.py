@@ -1,0 +1,155 @@
+"""The blocked channel layout (NCHW{c}c) on CPU targets: where the layout changes, which kernels the blocked rules
+take and with which register tiles on each ISA, and the layout's edge cases against PyTorch."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import tvm
+from torch import nn
+
+import targets
+from pipeline import source
+from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from pipeline.optimize import OptimizeOptions, apply_schedules
+from pipeline.schedules.blocked_conv import BlockedConv
+from pipeline.schedules.blocked_window import BlockedWindow
+from pipeline.schedules.isa import isa_of
+from pipeline.tune import lowered_module
+from tir_checks import update_loops
+
+# (preset, mcpu): AVX2, AVX-512 and NEON builds, whatever this machine is
+BUILDS = [("host", "znver3"), ("host", "znver4"), ("rpi4", None)]
+
+
+def _preset(name, mcpu):
+    return targets.get_target(name, mcpu)
+
+
+def _kernels(mod) -> dict:
+    return {gv.name_hint: f for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+@pytest.fixture(scope="module", params=BUILDS, ids=[m or p for p, m in BUILDS])
+def mobilenet(request):
+    preset = _preset(*request.param)
+    return preset, lowered_module(source.from_zoo("deeplabv3-mobilenet", "tiny"), preset, OptimizeOptions())
+
+
+def test_the_layout_changes_only_at_the_graph_edges(mobilenet):
+    """MobileNet's convs, ReLU6 clips, depthwise convs, ASPP bands, concats and pooling branch all stay blocked:
+    the layout changes on the way in (NEON's 4-lane blocks take the RGB image blocked, AVX's 8 and 16 read it
+    plain in the stem conv) and on the logits' way out (before the final upsampling, on the small map)."""
+    preset, mod = mobilenet
+    names = list(_kernels(mod))
+    assert sum("layout_transform" in n for n in names) == (2 if isa_of(preset.tvm_target()).lanes == 4 else 1), names
+    convs = [n for n in names if "conv2d" in n]
+    assert len(convs) > 20 and all("nchwc" in n for n in convs), convs
+
+
+def test_blocked_convs_and_windows_get_register_tiles_that_fit_the_isa(mobilenet):
+    preset, mod = mobilenet
+    target = preset.tvm_target()
+    isa = isa_of(target)
+    taken = {"conv": 0, "window": 0}
+    for name, func in _kernels(mod).items():
+        for kind, rule in (("conv", BlockedConv()), ("window", BlockedWindow())):
+            sch = rule.apply(func, target, False)
+            if sch is None:
+                continue
+            taken[kind] += 1
+            text = sch.mod["main"].script()
+            assert f"T.vectorized({isa.lanes})" in text and "T.parallel" in text, name
+            assert 'scope="local"' in text and "T.unroll" in text, name
+            break
+    assert taken["conv"] >= 15 and taken["window"] >= 3, taken
+
+
+def test_the_build_peels_the_last_tile_off_every_blocked_conv_row(mobilenet):
+    """A row the tile does not divide keeps a bounds check in its last tile only (LoopPartition on int32
+    indices): every such kernel keeps unchecked copies of its accumulator loops (with the check in every tile,
+    the accumulators would leave the registers)."""
+    preset, mod = mobilenet
+    target = preset.tvm_target()
+    peeled = 0
+    for name, func in _kernels(apply_schedules(mod, target, OptimizeOptions())).items():
+        text = func.script()
+        if "nchwc" not in name or "pragma_loop_partition_hint" not in text:
+            continue
+        unchecked, checked = update_loops(tvm.IRModule({"main": func}), target)
+        assert unchecked >= 1, f"{name}: the last tile was not split off ({unchecked} unchecked, {checked} checked)"
+        peeled += 1
+    assert peeled >= 3
+
+
+class PaddedChannels(nn.Module):
+    """24 and 40 channels (a padded last block with 16 lanes), a stem over 3, ReLU6 as ONNX Clip, a depthwise
+    dilated conv over padded channels, a strided max pool with ceil_mode and an average pool."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 24, 3, stride=2, padding=1)
+        self.dilated = nn.Conv2d(24, 40, 3, padding=2, dilation=2)
+        self.depthwise = nn.Conv2d(40, 40, 3, padding=3, dilation=3, groups=40)
+        self.head = nn.Conv2d(40, 10, 1)
+
+    def forward(self, x):
+        y = F.relu6(self.stem(x))
+        y = F.relu6(self.dilated(y))
+        y = F.max_pool2d(self.depthwise(y), 3, 2, 1, ceil_mode=True)
+        return self.head(F.avg_pool2d(y, 3, 1, 1))
+
+
+class UnsafeOnPadding(nn.Module):
+    """Ops that would make padded lanes infinite (exp, division by a tensor) next to safe ones, a concat of
+    channel counts that do not fill blocks, a resize, a crop and a squeeze-excitation gate."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(8, 12, 3, padding=1), nn.Conv2d(8, 20, 1)
+        self.fuse = nn.Conv2d(32, 24, 3, padding=1)
+        self.gate = nn.Conv2d(24, 24, 1)
+
+    def forward(self, x):
+        a, b = self.a(x), self.b(x)
+        y = self.fuse(torch.cat([torch.exp(a * 0.1), b / (1.5 + torch.sigmoid(b))], dim=1))
+        y = y * torch.sigmoid(self.gate(y.mean(dim=(2, 3), keepdim=True)))
+        y = F.interpolate(y, scale_factor=2, mode="bilinear", align_corners=False)
+        return y[:, :, 1:-2, 2:]
+
+
+class GatedConv1d(nn.Module):
+    """WaveNet's gated dilated causal 1-D conv with 24 channels, residual and skip 1x1 convs."""
+
+    def __init__(self, channels=24, dilation=4):
+        super().__init__()
+        self.pad = dilation * 2
+        self.filt = nn.Conv1d(channels, channels, 3, dilation=dilation)
+        self.gate = nn.Conv1d(channels, channels, 3, dilation=dilation)
+        self.res, self.skip = nn.Conv1d(channels, channels, 1), nn.Conv1d(channels, 16, 1)
+
+    def forward(self, x):
+        y = F.pad(x, (self.pad, 0))
+        z = torch.tanh(self.filt(y)) * torch.sigmoid(self.gate(y))
+        return x + self.res(z), self.skip(z)
+
+
+CASES = {"padded_channels": (PaddedChannels, (1, 3, 37, 41)), "unsafe_on_padding": (UnsafeOnPadding, (2, 8, 13, 17)),
+         "gated_conv1d": (GatedConv1d, (1, 24, 101))}
+
+
+@pytest.mark.parametrize("mcpu", [None, "znver3"], ids=["native", "avx2"])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_blocked_layout_edge_cases_match_pytorch(case, mcpu, build_root):
+    preset = targets.get_target("host", mcpu)
+    if not preset.runs_here:
+        pytest.skip(f"this machine cannot run code built for {mcpu}")
+    factory, shape = CASES[case]
+    torch.manual_seed(0)
+    module = factory().eval()
+    inputs = {"x": np.random.default_rng(0).standard_normal(shape).astype("float32")}
+    outputs = ("y", "skip") if case == "gated_conv1d" else ("y",)
+    src = source.from_torch(f"blocked-{case}", lambda: module, inputs, outputs)
+    artifact = compile_model(CompileArgs(src, preset, build_root, tuned=False))
+    assert artifact.meta().options["blocked_layout"] and not artifact.meta().rule_failures
+    require_ok(verify_model(artifact, preset))
