@@ -42,11 +42,12 @@ help:
 
 # Debian packages: a C++ compiler links model libraries, CMake builds the on-device runtime, and the aarch64
 # cross compiler plus qemu-user build and run ARM targets here (tests verify every zoo model under qemu);
-# ssh copies bundles to boards. The Vulkan backend compiles shaders with glslang and spirv-tools, builds its
+# ssh copies bundles to boards. llvm-mca (llvm-19) estimates the kernels' hot loops on CPUs this machine is not
+# (make bench-isa, tests/test_isa.py). The Vulkan backend compiles shaders with glslang and spirv-tools, builds its
 # runtime against the Vulkan headers, and tests run on Mesa's lavapipe (a CPU Vulkan device). Each entry is
 # command-or-file:package.
 SYSDEPS := c++:g++ cmake:cmake aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user file:file \
-           ssh:openssh-client glslangValidator:glslang-tools spirv-val:spirv-tools \
+           ssh:openssh-client glslangValidator:glslang-tools spirv-val:spirv-tools llvm-mca-19:llvm-19 \
            /usr/include/vulkan/vulkan.h:libvulkan-dev \
            /usr/share/vulkan/icd.d/lvp_icd.$(shell uname -m).json:mesa-vulkan-drivers
 sysdeps:
