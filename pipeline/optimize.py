@@ -27,7 +27,8 @@ class OptimizeOptions:
     ``winograd``: on CPU targets, 3x3 convs (dilated ones by phase decomposition) as Winograd F(m x m, 3 x 3)
     (not bit-exact; passes/winograd.py). "auto": per conv, as the database measured it (algorithms.py), else
     by the cost model there; "2" or "4": every conv with at least ``winograd_min_channels`` in and out, with
-    that m; "off".
+    that m; "off" (the default: the rewrite's products and transforms are NCHW kernels, and since the direct
+    convs run blocked near the FMA peak it loses: DeepLabV3-ResNet on AVX-512 98.8 ms off, 197 ms auto).
     ``merge_summed_convs``: a sum of three or more 1x1 convs over different inputs as one conv over their
     concatenation (WaveNet's skips; the same products in another order; passes/summed_convs.py).
     ``separable_resize``: on CPU targets, bilinear resizes as a width pass and a row-blending height pass with
@@ -48,7 +49,7 @@ class OptimizeOptions:
     partition_borders: bool = True
     transposed_phases: bool = True
     pad_to_tiles: bool = True
-    winograd: str = "auto"
+    winograd: str = "off"
     winograd_min_channels: int = 128
     merge_summed_convs: bool = True
     separable_resize: bool = True

@@ -388,6 +388,38 @@ def search_strategy(mod, requested: str) -> str:
     return "evolutionary" if any(has_reduction(f) for f in functions) else "replay-trace"
 
 
+def design_space(task, target, options, requested: str):
+    """(space, search strategy) for one task. A kernel that a tunable default rule takes (the blocked convs,
+    depthwise convs and pools: schedules/blocked_*.py) is searched in that rule's own space: the rule, its
+    choices (register tile, ...) sampled anew for each candidate ("replay-func"), so tuning starts from kernels
+    that are already good instead of MetaSchedule's generic space, which rarely beat the defaults. Any other
+    kernel gets MetaSchedule's generic space with ``search_strategy``."""
+    from .schedules import default_rules
+    from .schedules.guard import apply_first
+
+    func = task.dispatched[0]["main"]
+    with target:
+        for rule in default_rules(target, options):
+            if apply_first(func, target, [rule], task.task_name) is None:
+                continue
+            if getattr(rule, "TUNABLE", False):
+                return ms.space_generator.ScheduleFn(_sampler(rule, target), sch_rules=[], postprocs=[],
+                                                     mutator_probs={}), "replay-func"
+            break
+    return "post-order-apply", search_strategy(task.dispatched[0], requested)
+
+
+def _sampler(rule, target):
+    def sample(sch):
+        with target:
+            scheduled = rule.apply(sch.mod["main"], target, True, seed=sch.fork_seed())
+        if scheduled is None:
+            raise ValueError(f"{type(rule).__name__} no longer takes its kernel")
+        return scheduled
+
+    return sample
+
+
 def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, callback) -> None:
     """Tune one task; MetaSchedule's logs go to a temporary directory that is kept (and named) on failure."""
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
@@ -400,9 +432,9 @@ def _tune_one(task, budget: int, database, args: TuneArgs, builder, runner, call
         cpu_tensor_intrinsics_only()
     logs = Path(tempfile.mkdtemp(prefix="atrous-tune-logs-"))
     try:
+        space, strategy = design_space(task, args.target.tvm_target(), args.options, args.strategy)
         contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-            [task], work_dir=str(logs), strategy=search_strategy(task.dispatched[0], args.strategy),
-            seed=args.seed)
+            [task], work_dir=str(logs), space=space, strategy=strategy, seed=args.seed)
         ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(logs), max_trials_global=budget,
                       max_trials_per_task=budget, num_trials_per_iter=min(64, budget), database=SearchView(database),
                       builder=builder, runner=runner,

@@ -69,6 +69,9 @@ def test_candidates_are_the_distinct_convs_winograd_could_take(host):
     assert candidate_convs(relax_module(two_convs(c=32)), host.tvm_target(), OptimizeOptions()) == []  # narrow
 
 
+AUTO = OptimizeOptions(winograd="auto")  # the per-conv choice (off by default since the blocked layout)
+
+
 def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
     src, target = two_convs(), host.tvm_target()
     key = "1x64x8x8->64 d1x1 p1,1,1,1"
@@ -76,7 +79,7 @@ def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
     def lowered(entry):
         if entry:
             Table({key: {"direct": 1.0, **entry}}).save(tmp_path)
-        return lowered_module(src, host, OptimizeOptions(database=tmp_path if entry else None))
+        return lowered_module(src, host, OptimizeOptions(database=tmp_path if entry else None, winograd="auto"))
 
     plain = lowered(None)  # no table: 64 channels is below the cost model's threshold
     assert summary(plain, None) == {"direct": 2, "measured": 0}  # the stride-2 conv is not a candidate
@@ -99,14 +102,16 @@ def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
 @pytest.mark.slow
 def test_algorithms_are_measured_once_and_kept_with_the_database(host, tmp_path):
     """Real measurements (each kernel built and timed here), written to algorithms.json, reused by a re-run."""
-    report = tune_model(TuneArgs(two_convs(), host, 0, database=tmp_path, algorithms_only=True), progress=False)
+    report = tune_model(TuneArgs(two_convs(), host, 0, database=tmp_path, algorithms_only=True, options=AUTO),
+                        progress=False)
     entry = report.algorithms["1x64x8x8->64 d1x1 p1,1,1,1"]
     assert set(entry) == {"direct", "winograd2", "winograd4", "choice"}
     assert all(0 < entry[n] < 0.1 for n in ("direct", "winograd2", "winograd4")), entry
     assert entry["choice"] == choice({k: v for k, v in entry.items() if k != "choice"})
     assert json.loads((tmp_path / TABLE).read_text())["convs"] == report.algorithms
     assert "direct vs Winograd" in report.table() and entry["choice"] in report.table()
-    again = tune_model(TuneArgs(two_convs(), host, 0, database=tmp_path, algorithms_only=True), progress=False)
+    again = tune_model(TuneArgs(two_convs(), host, 0, database=tmp_path, algorithms_only=True, options=AUTO),
+                       progress=False)
     assert again.algorithms == report.algorithms  # nothing re-measured: the same numbers
     with pytest.raises(AtrousError, match="only CPU targets"):
         tune_model(TuneArgs(two_convs(), targets.get_target("h100"), 0, database=tmp_path / "gpu",

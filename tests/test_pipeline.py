@@ -222,14 +222,14 @@ def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
     host, h100 = targets.get_target("host"), targets.get_target("h100")
     options = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "2"]), host)
     assert options.winograd == "2" and options.drop_dead_taps
-    assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "auto"
+    assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "off"
     every = ("drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles, fast_math, separable_resize, "
              "merge_summed_convs, pixel_conv, blocked_layout")
     assert _rewrites_line(options.key()) == f"rewrites: {every}, winograd 2"
     off = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "off"]), host)
     assert _rewrites_line(off.key()) == f"rewrites: {every}"
     assert "fast_math" not in _rewrites_line(dataclasses.replace(off, fast_math=False).key())
-    assert _options(parser().parse_args(["compile", "wavenet", "--target", "h100"]), h100).winograd == "auto"
+    assert _options(parser().parse_args(["compile", "wavenet", "--target", "h100"]), h100).winograd == "off"
     with pytest.raises(SystemExit):
         main(["compile", "fcn-atrous", "--winograd", "3"])  # only F(2x2) and F(4x4) exist
     assert "invalid choice" in capsys.readouterr().err

@@ -8,8 +8,9 @@ feeds ``pixels``. The loops, outermost first::
     parallel(batch, output channel tiles, rows) . pixel tiles . input blocks . taps . input lanes
         . [pixels (unrolled) . channel vectors (unrolled) . lanes (vectorised)]
 
-* the tile comes from the ISA (isa.py: as many pixels as the register file holds with two channel vectors,
-  evened out over the row); it is a decision the tuner may change;
+* the tile comes from the ISA (isa.py: as many accumulators as the register file holds, evened out over the
+  row); with ``tunable`` it is a sampled decision among every tile that fits (isa.conv_tiles), which is the
+  design space ``atrous tune`` searches;
 * the input lanes stay a loop: LLVM unrolls it itself; unrolled in TVM too, LLVM hoisted every broadcast of
   the body and spilled them (shared/examples/nchwc-conv: 69% of peak instead of ~100%);
 * a row the tile does not divide gets its last, shorter tile peeled off at build time
@@ -25,14 +26,16 @@ from __future__ import annotations
 
 from tvm import tirx
 
-from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner
-from .isa import conv_tile, isa_of
+from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
+from .isa import conv_tiles, isa_of
 
 DENSE = ("conv2d_nchwc", "conv1d_nchwc")
 
 
 class BlockedConv(ReductionRule):
-    """Register-tiled schedule of a blocked dense conv (module docstring)."""
+    """Register-tiled schedule of a blocked dense conv (module docstring); tunable: the tile."""
+
+    TUNABLE = True
 
     def _schedule(self, sch, main, func, target):
         if sch.get(main).name_hint not in DENSE:
@@ -47,7 +50,7 @@ class BlockedConv(ReductionRule):
         width, blocks = _extent(sch, image[-1]), _extent(sch, kb)
         if not width or not blocks:
             return None
-        pixels, vectors = conv_tile(isa_of(target), width, blocks)
+        pixels, vectors = choose(sch, conv_tiles(isa_of(target), width, blocks), self.tunable)
         return schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels, vectors)
 
 

@@ -19,14 +19,16 @@ import math
 
 from tvm import tirx
 
-from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds
+from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, choose
 from .isa import balanced, isa_of
 
 MAX_TAPS = 64  # window sizes unrolled in full (a 7x7 depthwise conv, an 8x8 pool)
 
 
 class BlockedWindow(ReductionRule):
-    """Register-tiled schedule of a blocked depthwise conv or pool (module docstring)."""
+    """Register-tiled schedule of a blocked depthwise conv or pool (module docstring); tunable: the tile."""
+
+    TUNABLE = True
 
     def _schedule(self, sch, main, func, target):
         kinds = _iter_kinds(sch, main)
@@ -42,7 +44,8 @@ class BlockedWindow(ReductionRule):
         width = _extent(sch, spatial[-2])
         if None in taps or not width or math.prod(taps) > MAX_TAPS:
             return None
-        pixels = window_tile(isa, width, math.prod(taps) if _reads_weights(sch, main) else 0)
+        pixels = choose(sch, window_tiles(isa, width, math.prod(taps) if _reads_weights(sch, main) else 0),
+                        self.tunable)
         n, cb, *image, lanes = spatial
         xo, xi = sch.split(image[-1], [None, pixels])
         rows = sch.fuse(n, cb, *image[:-1])
@@ -74,8 +77,20 @@ def window_tile(isa, width: int, weights: int) -> int:
     """Pixels per tile of a window reduction over rows of ``width`` with ``weights`` weight vectors (0 for a
     pool): the accumulators, the weights LLVM keeps in registers across tiles (at most half the register file)
     and an input vector must fit, with four to spare."""
-    limit = max(1, isa.registers - isa.reserved - 4 - min(weights, isa.registers // 2))
-    return balanced(width, limit)
+    return balanced(width, _limit(isa, weights))
+
+
+def window_tiles(isa, width: int, weights: int) -> list[int]:
+    """The default tile first, then every smaller one (the tuner's choices)."""
+    tiles = [window_tile(isa, width, weights)]
+    for limit in range(1, _limit(isa, weights) + 1):
+        if balanced(width, limit) not in tiles:
+            tiles.append(balanced(width, limit))
+    return tiles
+
+
+def _limit(isa, weights: int) -> int:
+    return max(1, isa.registers - isa.reserved - 4 - min(weights, isa.registers // 2))
 
 
 def _is_window(sch, main) -> bool:

@@ -97,18 +97,19 @@ def has_reduction(func) -> bool:
     return any(_is_reduction(sch, b) for b in sch.get_child_blocks(sch.get_sblock("root")))
 
 
-def reduction_block(func):
-    """(schedule, block) for a kernel with exactly one reduction block, else None: what the conv rules take."""
+def reduction_block(func, seed: int | None = None):
+    """(schedule, block) for a kernel with exactly one reduction block, else None: what the conv rules take.
+    ``seed`` seeds the schedule's sampling (tunable rules; None: a fixed default)."""
     if not isinstance(func, tirx.PrimFunc):
         return None
-    sch = s_tir.Schedule(func)
+    sch = s_tir.Schedule(func, seed=seed)
     reductions = [b for b in sch.get_child_blocks(sch.get_sblock("root")) if _is_reduction(sch, b)]
     return (sch, reductions[0]) if len(reductions) == 1 else None
 
 
-def single_reduction(func, target):
+def single_reduction(func, target, seed: int | None = None):
     """``reduction_block`` for CPU (llvm) targets, side inputs of its epilogue inlined."""
-    found = reduction_block(func) if target.kind.name == "llvm" else None
+    found = reduction_block(func, seed) if target.kind.name == "llvm" else None
     if found is not None:
         _inline_side_inputs(*found)
     return found
@@ -137,14 +138,19 @@ def _inline_side_inputs(sch, main) -> None:
 
 class ReductionRule(ScheduleRule):
     """A rule for the one reduction block of a fused CPU kernel: ``_schedule`` returns the schedule, or None to
-    decline; a primitive that does not apply (ScheduleError) declines too."""
+    decline; a primitive that does not apply (ScheduleError) declines too. ``tunable``: the rule's choices are
+    sampled (``choose``) with the schedule's random state, seeded by ``seed``, and recorded in its trace: the
+    design space the tuner searches (tune.py); otherwise each choice is its default."""
 
-    def apply(self, func, target, tunable):
-        found = single_reduction(func, target)
+    TUNABLE = False  # whether the rule has choices to sample
+
+    def apply(self, func, target, tunable, seed: int | None = None):
+        found = single_reduction(func, target, seed)
         if found is None:
             return None
         sch, main = found
         after = tail(sch, main)
+        self.tunable = tunable
         try:
             scheduled = self._schedule(sch, main, func, target)
             if scheduled is not None and after:
@@ -155,6 +161,15 @@ class ReductionRule(ScheduleRule):
 
     def _schedule(self, sch, main, func, target):
         raise NotImplementedError
+
+
+def choose(sch, options: list, tunable: bool):
+    """``options[0]`` (the default), or with ``tunable`` an option drawn uniformly by the schedule's sampler, so
+    that the choice is a decision of its trace (replayed as recorded when a database record is applied)."""
+    if not tunable or len(options) == 1:
+        return options[0]
+    decision = sch.sample_categorical(candidates=list(range(len(options))), probs=[1 / len(options)] * len(options))
+    return options[int(sch.get(decision))]
 
 
 class ConvLike(ReductionRule):

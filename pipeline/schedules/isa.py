@@ -75,6 +75,24 @@ def balanced(width: int, limit: int) -> int:
     return -(-width // tiles)
 
 
+def conv_tiles(isa: VectorISA, width: int, channel_blocks: int) -> list[tuple[int, int]]:
+    """(pixels, channel vectors) tiles of a blocked conv whose output rows are ``width`` pixels and whose output
+    has ``channel_blocks`` channel vectors, the default first (``conv_tile``), then every other tile that fits:
+    channel vectors that divide the channels (at most a quarter of the registers) x pixel counts up to what the
+    registers hold, each evened out over the row, with at least half the default's accumulators. The tuner's
+    choices (schedules/blocked_conv.py)."""
+    default = conv_tile(isa, width, channel_blocks)
+    tiles = [default]
+    for vectors in range(1, isa.registers // 4 + 1):
+        if channel_blocks % vectors:
+            continue
+        for limit in range(2, tile_limit(isa, vectors) + 1):
+            tile = (balanced(width, limit), vectors)
+            if tile not in tiles and 2 * tile[0] * tile[1] >= default[0] * default[1]:
+                tiles.append(tile)
+    return tiles
+
+
 def conv_tile(isa: VectorISA, width: int, channel_blocks: int) -> tuple[int, int]:
     """(pixels, channel vectors) of the default register tile of a blocked conv whose output rows are ``width``
     pixels and whose output has ``channel_blocks`` channel vectors: among the channel-vector counts that divide
