@@ -29,11 +29,10 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--database", default=None, metavar="DIR",
                    help="tuning database (default: the target's committed one, targets/tuning/<device>/<cpu>)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
-    p.add_argument("--winograd", choices=("auto", "off", "2", "4"), default="off",
+    p.add_argument("--winograd", choices=("auto", "off", "2", "4"), default="auto",
                    help="CPU targets: 3x3 convs (dilated ones too) as Winograd F(NxN, 3x3), not bit-exact, verified "
-                        "like everything. auto: per conv, as 'atrous tune' measured it, else by a cost model; 2 or "
-                        "4: every conv with >= 128 channels in and out; off (default: the direct blocked convs "
-                        "are faster than this rewrite's NCHW kernels)")
+                        "like everything. auto (default): per conv, as 'atrous tune' measured it, else by a cost "
+                        "model; 2 or 4: every conv with >= 128 channels in and out; off")
 
 
 def _add_compile_args(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ fingerprint is unchanged.  ``verify_model``: run the artifact on its golden inpu
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
@@ -56,8 +57,21 @@ def _atrous_version() -> str:
         return "source"
 
 
+@functools.lru_cache(maxsize=1)
+def code_digest() -> str:
+    """A digest of the compiler's own source (pipeline/ and targets/): an artifact built by other code is stale
+    even when the model and the options are the same."""
+    digest = hashlib.sha256()
+    for package in (Path(__file__).parent, Path(__file__).parent.parent / "targets"):
+        for path in sorted(package.rglob("*.py")) + sorted(package.rglob("*.c")):
+            digest.update(str(path.relative_to(package)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions) -> str:
     digest = hashlib.sha256(onnx_path.read_bytes())
+    digest.update(code_digest().encode())
     digest.update(json.dumps(target_json, sort_keys=True).encode())
     digest.update(json.dumps(options.key(), sort_keys=True).encode())
     digest.update(json.dumps(versions(), sort_keys=True).encode())

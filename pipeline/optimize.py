@@ -11,6 +11,7 @@ from tvm import relax
 
 from .passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
                      PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
+from .passes.winograd import threshold
 from .schedules.narrow import NarrowCPUKernels
 
 
@@ -27,8 +28,8 @@ class OptimizeOptions:
     ``winograd``: on CPU targets, 3x3 convs (dilated ones by phase decomposition) as Winograd F(m x m, 3 x 3)
     (not bit-exact; passes/winograd.py). "auto": per conv, as the database measured it (algorithms.py), else
     by the cost model there; "2" or "4": every conv with at least ``winograd_min_channels`` in and out, with
-    that m; "off" (the default: the rewrite's products and transforms are NCHW kernels, and since the direct
-    convs run blocked near the FMA peak it loses: DeepLabV3-ResNet on AVX-512 98.8 ms off, 197 ms auto).
+    that m; "off". In the blocked layout the chosen convs become blocked Winograd (passes/blocked_winograd.py,
+    with its own cost model in algorithms.py); in NCHW, the NCHW rewrite of passes/winograd.py.
     ``merge_summed_convs``: a sum of three or more 1x1 convs over different inputs as one conv over their
     concatenation (WaveNet's skips; the same products in another order; passes/summed_convs.py).
     ``separable_resize``: on CPU targets, bilinear resizes as a width pass and a row-blending height pass with
@@ -49,7 +50,7 @@ class OptimizeOptions:
     partition_borders: bool = True
     transposed_phases: bool = True
     pad_to_tiles: bool = True
-    winograd: str = "off"
+    winograd: str = "auto"
     winograd_min_channels: int = 128
     merge_summed_convs: bool = True
     separable_resize: bool = True
@@ -101,23 +102,32 @@ def dilation_passes(options: OptimizeOptions) -> list:
 WINOGRAD = ("auto", "off", "2", "4")
 
 
-def algorithm_passes(options: OptimizeOptions) -> list:
-    """Fewer multiplications by another algorithm (CPU targets; rounds differently from the direct sum)."""
+def winograd_choice(options: OptimizeOptions):
+    """Which Winograd tile each 3x3 conv gets (passes/winograd.py ``Choose``), or None for "off"."""
     if options.winograd not in WINOGRAD:
         raise ValueError(f"winograd={options.winograd!r} is not one of {WINOGRAD}")
     if options.winograd == "off":
-        return [tvm.transform.Sequential([])]
+        return None
     if options.winograd == "auto":
         from .algorithms import Table
 
-        return [Winograd(choose=Table.load(options.database).chooser())]
-    return [Winograd(int(options.winograd), options.winograd_min_channels)]
+        return Table.load(options.database).chooser(blocked=options.blocked_layout)
+    return threshold(int(options.winograd), options.winograd_min_channels)
+
+
+def algorithm_passes(options: OptimizeOptions) -> list:
+    """Fewer multiplications by another algorithm (CPU targets; rounds differently from the direct sum). In the
+    blocked layout, BlockChannels writes the chosen convs as blocked Winograd instead (tiling_passes)."""
+    choose = winograd_choice(options)
+    if choose is None or options.blocked_layout:
+        return [tvm.transform.Sequential([])]
+    return [Winograd(choose=choose)]
 
 
 def tiling_passes(options: OptimizeOptions) -> list:
-    """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact)."""
+    """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact but for Winograd)."""
     off = tvm.transform.Sequential([])
-    return [BlockChannels() if options.blocked_layout else off,
+    return [BlockChannels(winograd=winograd_choice(options)) if options.blocked_layout else off,
             PadToTiles(keep_pointwise=options.pixel_conv) if options.pad_to_tiles else off,
             SeparableResize() if options.separable_resize else off]
 

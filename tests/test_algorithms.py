@@ -69,7 +69,7 @@ def test_candidates_are_the_distinct_convs_winograd_could_take(host):
     assert candidate_convs(relax_module(two_convs(c=32)), host.tvm_target(), OptimizeOptions()) == []  # narrow
 
 
-AUTO = OptimizeOptions(winograd="auto")  # the per-conv choice (off by default since the blocked layout)
+AUTO = OptimizeOptions(winograd="auto")
 
 
 def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
@@ -79,7 +79,7 @@ def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
     def lowered(entry):
         if entry:
             Table({key: {"direct": 1.0, **entry}}).save(tmp_path)
-        return lowered_module(src, host, OptimizeOptions(database=tmp_path if entry else None, winograd="auto"))
+        return lowered_module(src, host, OptimizeOptions(database=tmp_path if entry else None, blocked_layout=False))
 
     plain = lowered(None)  # no table: 64 channels is below the cost model's threshold
     assert summary(plain, None) == {"direct": 2, "measured": 0}  # the stride-2 conv is not a candidate
@@ -87,16 +87,40 @@ def test_the_pass_follows_the_table_then_the_cost_model(host, tmp_path):
                                                   "(0 chosen by measurement, 2 by the cost model)")
     # the decisions are a module attribute; the graph is the one built without the pass
     assert tvm_ffi.structural_equal(plain.without_attr(DECISIONS),
-                                    lowered_module(src, host, OptimizeOptions(winograd="off")))
+                                    lowered_module(src, host, OptimizeOptions(winograd="off", blocked_layout=False)))
     for m in (2, 4):
         rewritten = lowered({f"winograd{m}": 0.5, "choice": f"winograd{m}"})
-        forced = lowered_module(src, host, OptimizeOptions(winograd=str(m), winograd_min_channels=1))
+        forced = lowered_module(src, host, OptimizeOptions(winograd=str(m), winograd_min_channels=1,
+                                                           blocked_layout=False))
         assert tvm_ffi.structural_equal(rewritten, forced), m  # both convs, as measured
         assert summary(rewritten, tmp_path) == {f"F({m}x{m})": 2, "measured": 2}
     assert tvm_ffi.structural_equal(lowered({"winograd4": 2.0, "choice": "direct"}), plain)
     assert summary(plain, tmp_path) == {"direct": 2, "measured": 2}
     # the cost model where the table has no entry: 256 channels on 17x17 is rewritten untuned
     assert cost_model(conv(256, 17), target) == 4
+
+
+def test_the_blocked_layout_follows_the_table_then_its_own_cost_model(host, tmp_path):
+    """In the blocked layout the chosen convs become blocked Winograd kernels; untuned, the blocked cost model
+    takes 64 -> 64 (narrower ones stay direct); a measured "direct" is kept."""
+    import tvm
+
+    from pipeline.algorithms import blocked_cost_model
+
+    def kernels(entry):
+        if entry:
+            Table({"1x64x8x8->64 d1x1 p1,1,1,1": {"direct": 1.0, **entry}}).save(tmp_path)
+        mod = lowered_module(two_convs(), host, OptimizeOptions(database=tmp_path if entry else None))
+        return mod, [gv.name_hint for gv, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+
+    mod, names = kernels(None)
+    assert summary(mod, None) == {"F(4x4)": 2, "measured": 0}
+    assert any("winograd_product" in n for n in names)  # both convs call one kernel (the same shapes)
+    mod, names = kernels({"winograd4": 2.0, "choice": "direct"})
+    assert summary(mod, tmp_path) == {"direct": 2, "measured": 2} and not any("winograd" in n for n in names)
+    target = host.tvm_target()
+    assert blocked_cost_model(conv(64, 33), target) == 4 and blocked_cost_model(conv(32, 33), target) is None
+    assert blocked_cost_model(conv(256, 5), target) is None  # a 5x5 map: 8x8 of F(4x4) tiles, no saving
 
 
 @pytest.mark.slow

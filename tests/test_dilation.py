@@ -15,9 +15,11 @@ from dilation_cases import CASES, build
 
 # the cases are narrow (4-12 channels): Winograd's performance threshold would leave them all alone
 EXTRA = {"winograd": {"winograd_min_channels": 1}}
-# baseline: every rewrite off (NCHW, direct convs); then each rewrite alone; then what compile does by default
+# baseline: every rewrite off (NCHW, direct convs); then each rewrite alone; Winograd in the blocked layout; then what
+# compile does by default
 OPTION_SETS = ({"baseline": rewrites_only()} | {name: rewrites_only(name, **EXTRA.get(name, {})) for name in REWRITES}
-               | {"defaults": OptimizeOptions()})
+               | {"winograd_blocked": rewrites_only("winograd", "blocked_layout", winograd_min_channels=1),
+                  "defaults": OptimizeOptions()})
 
 
 PAIRS = [(case, name) for name in OPTION_SETS for case in CASES]

@@ -34,6 +34,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
+from . import blocked_winograd
 from .mutate import ModuleRewriter
 
 CONVS = {"relax.nn.conv2d": 2, "relax.nn.conv1d": 1}
@@ -119,25 +120,32 @@ def _users(mod) -> dict:
 
 
 def _grows(call) -> bool:
-    """An op whose output has more elements than its input (an upsampling resize): done in the plain layout when
-    only plain consumers follow, so that the layout changes on the smaller tensor."""
+    """A layout-neutral op whose output has more elements than its input (an upsampling resize, a pad): done in
+    the plain layout when only plain consumers follow, so that the layout changes on the smaller tensor. Convs
+    are always blocked: their blocked kernels are what the layout is for."""
+    if _op_name(call) in CONVS:
+        return False
     out, first = _shape(call), _shape(call.args[0]) if call.args else None
     return out is not None and first is not None and int(np.prod(out)) > int(np.prod(first))
 
 
 @mutator
 class _Blocker(ModuleRewriter):
-    def __init__(self, mod, block: int):
+    def __init__(self, mod, block: int, target=None, winograd=None):
         super().__init__(mod)
-        self.block = block
+        self.block, self.target, self.winograd = block, target, winograd
+        self.decisions: list[str] = []  # "conv key: m" of every conv Winograd could take (0: direct)
         self.blocked: dict = {}  # plain var -> Blocked
         self.plain: dict = {}  # plain var -> its plain value, made when something needs it
         self.converted = 0  # ops emitted in the blocked layout (for reports and tests)
 
     # ---------------------------------------------------------------------------------------------- bindings
     def transform(self):
+        from .winograd import DECISIONS
+
         self.users = _users(self.mod)
-        return super().transform()
+        mod = super().transform()
+        return mod.with_attr(DECISIONS, self.decisions) if self.decisions else mod
 
     def visit_var_binding_(self, binding):
         value = binding.value
@@ -298,6 +306,10 @@ class _Blocker(ModuleRewriter):
                 return None
             packed = self._pack_dense(kernel)
             kernel_layout = f"OI{'HW' if spatial == 2 else 'W'}{self.block}i{self.block}o"
+            m = self._winograd_tile(call, kernel) if spatial == 2 else None
+            if m:
+                return (blocked_winograd.emit(self.builder_, x.var, packed, m, attrs.strides, attrs.padding,
+                                              attrs.dilation, _shape(call)[2:]), out_channels, spatial)
         elif groups == channels == out_channels and in_per_group == 1:
             x = x or (self._block(data, spatial) if self._blockable(data) and channels >= self.block else None)
             if x is None:
@@ -313,6 +325,18 @@ class _Blocker(ModuleRewriter):
             groups=groups, data_layout=data_layout, kernel_layout=kernel_layout, out_layout=data_layout,
             out_dtype=attrs.out_dtype or None)
         return conv, out_channels, spatial
+
+    def _winograd_tile(self, call, kernel) -> int | None:
+        """The Winograd tile ``self.winograd`` gives this dense conv (3x3, stride 1), recorded; None: direct."""
+        from .winograd import conv_of
+
+        conv = conv_of(call) if self.winograd is not None else None
+        if conv is None:
+            return None
+        m = self.winograd(conv, self.target)
+        m = m if m and blocked_winograd.fits((conv.out_h, conv.out_w), conv.dilation, m) else None
+        self.decisions.append(f"{conv.key()}: {m or 0}")
+        return m
 
     def _stem(self, call, kernel, spatial: int):
         """A conv over a plain input of few channels, writing the blocked layout (weight ``[K/c, C, taps.., c]``)."""
@@ -412,10 +436,12 @@ class _Blocker(ModuleRewriter):
 
 @tvm.transform.module_pass(opt_level=0, name="BlockChannels")
 class BlockChannels:
-    """Blocked channel layout between convs on CPU targets (module docstring); a no-op for other targets."""
+    """Blocked channel layout between convs on CPU targets (module docstring); a no-op for other targets.
+    ``winograd``: which Winograd tile each blocked 3x3 conv gets (passes/winograd.py ``Choose``; None: all
+    direct); the chosen ones are written as blocked Winograd (passes/blocked_winograd.py)."""
 
-    def __init__(self, block: int | None = None):
-        self.block = block
+    def __init__(self, block: int | None = None, winograd=None):
+        self.block, self.winograd = block, winograd
 
     def transform_module(self, mod, _ctx):
         target = tvm.target.Target.current(allow_none=True)
@@ -426,4 +452,4 @@ class BlockChannels:
         block = self.block or isa_of(target).block
         if block < 4:
             return mod
-        return relax.transform.DeadCodeElimination()(_Blocker(mod, block).transform())
+        return relax.transform.DeadCodeElimination()(_Blocker(mod, block, target, self.winograd).transform())

@@ -7,6 +7,7 @@ from .gpu import DirectConv
 from .packed_conv import PackedConv
 from .pixel_conv import PixelConv
 from .plane_conv import PlaneConv
+from .winograd_transforms import WinogradTransforms
 
 
 def cpu_rules(pixel_conv: bool = True) -> tuple:
@@ -14,8 +15,8 @@ def cpu_rules(pixel_conv: bool = True) -> tuple:
     pools tiled along rows; in NCHW, pointwise convs over whole pixel tiles vectorise pixels, other dense convs
     pack their weights, depthwise convs and pooling windows run plane by plane; other reductions (grouped
     convs, global pooling) vectorise rows."""
-    return (BlockedConv(), BlockedWindow(), *([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(),
-            ConvLike(), Elementwise())
+    return (BlockedConv(), BlockedWindow(), WinogradTransforms(), *([PixelConv()] if pixel_conv else []),
+            PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:

@@ -29,7 +29,7 @@ from tvm import tirx
 from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
 from .isa import conv_tiles, isa_of
 
-DENSE = ("conv2d_nchwc", "conv1d_nchwc")
+DENSE = ("conv2d_nchwc", "conv1d_nchwc", "winograd_product")  # the last: blocked Winograd's products
 
 
 class BlockedConv(ReductionRule):
