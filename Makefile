@@ -16,7 +16,8 @@ CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-pointwise bench-layers bench-layers-tuned bench-layers-winograd $(ARM_DEVICES) \
+.PHONY: all run test venv sysdeps list clean help bench bench-isa bench-pointwise bench-layers bench-layers-tuned \
+        bench-layers-winograd $(ARM_DEVICES) \
         $(CUDA_DEVICES) \
         $(VULKAN_DEVICES) gpu-pack \
         runtime-host runtime-aarch64
@@ -27,7 +28,8 @@ help:
 	@echo "make test  [PYTEST_ARGS=...] [TEST_WORKERS=auto|N]                   run the test suite (one worker per core)"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
-	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off]                      zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off] [MCPUS=znver3]       zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench-isa                                                      kernels' hot loops on AVX2/AVX-512/NEON (llvm-mca)"
 	@echo "make bench-pointwise [MODELS=a,b]                                   1x1 kernels: PixelConv vs pixel_conv=false"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
@@ -83,8 +85,14 @@ algorithms-%: venv
 
 # Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, appended to BENCHMARKS.md.
 MODELS ?=
+# On an AVX-512 machine it also times the AVX2 (znver3) build; MCPUS=a,b names other CPUs (MCPUS= for none).
 bench: venv
-	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) --out BENCHMARKS.md
+	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) \
+		$(if $(filter-out undefined,$(origin MCPUS)),--mcpus "$(MCPUS)") --out BENCHMARKS.md
+
+# The kernels' hot loops built for znver3, znver4, skylake-avx512, cortex-a72/a76 and estimated by llvm-mca.
+bench-isa: venv
+	$(BIN)/python -m pipeline.benchisa --out BENCHMARKS.md
 
 # Each 1x1 conv kernel PixelConv takes, alone, against the same conv with pixel_conv=false; to BENCHMARKS.md.
 bench-pointwise: venv

@@ -314,6 +314,26 @@ def test_bench_runs_on_every_core_and_prints_the_count_each_runtime_used(small_a
     assert timings == {"atrous": physical_cores(), "onnxruntime": physical_cores()}, timings
 
 
+def test_run_memory_is_measured_for_atrous_and_onnxruntime_each_in_its_own_process(small_artifact):
+    from pipeline.memory import measure
+
+    _, artifact, _ = small_artifact
+    for kind, paths in (("atrous", [artifact.root]), ("onnxruntime", [artifact.onnx, artifact.golden_inputs])):
+        result = measure(kind, *paths)
+        assert result["peak_mb"] >= result["baseline_mb"] > 10 and result["model_mb"] >= 0, (kind, result)
+
+
+def test_bench_builds_this_cpu_and_the_other_isas_it_runs(host):
+    from pipeline.benchsuite import cpu_builds
+    from targets.cpu_choice import features
+
+    builds = cpu_builds("host", None)
+    assert builds["native"] is host
+    assert ("znver3" in builds) == ("avx512f" in features(host.target_dict()))  # an AVX-512 machine times AVX2
+    assert list(cpu_builds("host", "")) == ["native"]
+    assert "sapphirerapids" not in cpu_builds("host", "sapphirerapids") or "amx-tile" in features(host.target_dict())
+
+
 def test_physical_cores_count_smt_siblings_once(tmp_path):
     from pipeline.threads import physical_cores
 
