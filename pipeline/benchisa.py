@@ -33,7 +33,7 @@ def rows(cpus: list[str]) -> list[dict]:
 def markdown(table: list[dict], cpus: list[str]) -> str:
     import tvm
 
-    lines = [f"## Hot loops of the CPU kernels, static estimates by llvm-mca (`make bench-isa`)", "",
+    lines = ["## Hot loops of the CPU kernels, static estimates by llvm-mca (`make bench-isa`)", "",
              f"{datetime.date.today().isoformat()}; TVM {tvm.__version__} (LLVM {_llvm()}), llvm-mca-19. Per kernel "
              "and CPU: FMAs in the register tile's loop (x86 `vfmadd*`, AArch64 `fmla`) on which vector registers, "
              "vector spills in it, llvm-mca's cycles per iteration, and the estimated fraction of the core's FMA "

@@ -150,7 +150,8 @@ def markdown(rows: list[dict], command: str, presets: dict, repeat: int, peak_gf
         + (" Tuned columns: kernels with a record in the CPU's database, of all kernels, in the last column."
            if tuned_note else ""),
         "",
-        "| model | GFLOP | " + " | ".join(columns) + " | atrous best GFLOP/s |" + (" tuned kernels |" if tuned_note else ""),
+        "| model | GFLOP | " + " | ".join(columns) + " | atrous best GFLOP/s |"
+        + (" tuned kernels |" if tuned_note else ""),
         "|---|---:|" + "---:|" * len(columns) + "---:|" + ("---|" if tuned_note else ""),
     ]
     for r in rows:
