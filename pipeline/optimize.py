@@ -91,10 +91,11 @@ def inference_passes() -> list:
 
 
 def dilation_passes(options: OptimizeOptions) -> list:
+    """In the blocked layout, border bands are BlockChannels' (one kernel per conv, its weight stored once)."""
     off = tvm.transform.Sequential([])
     return [
         DropDeadTaps() if options.drop_dead_taps else off,
-        PartitionBorders() if options.partition_borders else off,
+        PartitionBorders() if options.partition_borders and not options.blocked_layout else off,
         TransposedConvPhases() if options.transposed_phases else off,
     ]
 
@@ -127,7 +128,8 @@ def algorithm_passes(options: OptimizeOptions) -> list:
 def tiling_passes(options: OptimizeOptions) -> list:
     """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact but for Winograd)."""
     off = tvm.transform.Sequential([])
-    return [BlockChannels(winograd=winograd_choice(options)) if options.blocked_layout else off,
+    return [BlockChannels(winograd=winograd_choice(options), bands=options.partition_borders)
+            if options.blocked_layout else off,
             PadToTiles(keep_pointwise=options.pixel_conv) if options.pad_to_tiles else off,
             SeparableResize() if options.separable_resize else off]
 

@@ -24,6 +24,7 @@ import tvm
 from tvm import relax, te, topi
 
 BLOCKED = re.compile(r"^NC([HW]+)(\d+)c$")
+BAND, BANDS = "conv2d_band", "conv2d_bands"  # the block names of ``banded``: one band's conv, the assembly
 
 
 def block_of(layout: str) -> int | None:
@@ -88,6 +89,39 @@ def depthwise(data, weight, strides, dilation, before, after, name: str):
         return te.sum(padded[(n, b, *where, lane)] * weight[(b, 0, *rk, 0, lane)], axis=rk)
 
     return te.compute((int(data.shape[0]), int(data.shape[1]), *sizes, int(data.shape[-1])), body, name=name)
+
+
+def banded(data, weight, dilation, before, row_bands, col_bands):
+    """A dilated 2-D conv over blocked ``data`` computed band by band (passes/border_bands.py ``bands``: each
+    band of outputs reads real input under one run of taps), all bands reading one weight ``[K/c, C/c, R, S,
+    c, c]`` at their taps' offsets, then assembled into the output (``conv2d_bands``); no padding is read."""
+    n, blocks = int(data.shape[0]), int(weight.shape[0])
+    block = int(weight.shape[-1])
+    (dh, dw), (top, left) = dilation, before
+    def band(i, j, y0, y1, a, b, x0, x1, c, e):
+        rc = te.reduce_axis((0, int(weight.shape[1])), name="rc")
+        ry, rx = te.reduce_axis((0, b - a + 1), name="ry"), te.reduce_axis((0, e - c + 1), name="rx")
+        ri = te.reduce_axis((0, block), name="ri")
+
+        def body(nn, k, y, x, o):
+            row, col = y0 + y - top + (a + ry) * dh, x0 + x - left + (c + rx) * dw
+            return te.sum(data[nn, rc, row, col, ri] * weight[k, rc, a + ry, c + rx, ri, o], axis=[rc, ry, rx, ri])
+
+        return te.compute((n, blocks, y1 - y0, x1 - x0, block), body, name=f"{BAND}_{i}_{j}")
+
+    pieces = [((y0, y1, x0, x1), band(i, j, y0, y1, a, b, x0, x1, c, e))
+              for i, (y0, y1, a, b) in enumerate(row_bands) for j, (x0, x1, c, e) in enumerate(col_bands)]
+    height, width = row_bands[-1][1], col_bands[-1][1]
+
+    def assemble(nn, k, y, x, o):
+        # row-major bands, each tested before those above and to its left (if_then_else reads one branch only)
+        value = None
+        for (y0, _, x0, _), piece in pieces:
+            here = piece[nn, k, y - y0, x - x0, o]
+            value = here if value is None else tvm.tirx.if_then_else(tvm.tirx.all(y >= y0, x >= x0), here, value)
+        return value
+
+    return te.compute((n, blocks, height, width, block), assemble, name=BANDS)
 
 
 def legalize_conv(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

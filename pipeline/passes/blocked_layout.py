@@ -131,9 +131,10 @@ def _grows(call) -> bool:
 
 @mutator
 class _Blocker(ModuleRewriter):
-    def __init__(self, mod, block: int, target=None, winograd=None):
+    def __init__(self, mod, block: int, target=None, winograd=None, bands: bool = False):
         super().__init__(mod)
-        self.block, self.target, self.winograd = block, target, winograd
+        self.block, self.target, self.winograd, self.bands = block, target, winograd, bands
+        self.banded = 0  # dilated convs computed band by band
         self.decisions: list[str] = []  # "conv key: m" of every conv Winograd could take (0: direct)
         self.blocked: dict = {}  # plain var -> Blocked
         self.plain: dict = {}  # plain var -> its plain value, made when something needs it
@@ -310,6 +311,9 @@ class _Blocker(ModuleRewriter):
             if m:
                 return (blocked_winograd.emit(self.builder_, x.var, packed, m, attrs.strides, attrs.padding,
                                               attrs.dilation, _shape(call)[2:]), out_channels, spatial)
+            banded = self._bands(call, kernel, x, packed) if spatial == 2 and self.bands else None
+            if banded is not None:
+                return banded, out_channels, spatial
         elif groups == channels == out_channels and in_per_group == 1:
             x = x or (self._block(data, spatial) if self._blockable(data) and channels >= self.block else None)
             if x is None:
@@ -325,6 +329,26 @@ class _Blocker(ModuleRewriter):
             groups=groups, data_layout=data_layout, kernel_layout=kernel_layout, out_layout=data_layout,
             out_dtype=attrs.out_dtype or None)
         return conv, out_channels, spatial
+
+    def _bands(self, call, kernel, x: Blocked, packed: np.ndarray):
+        """A dilated conv whose outputs see real input under few of its taps, as one kernel computing band by
+        band (passes/border_bands.py decides where that pays) over one copy of the packed weight; None where
+        it does not pay."""
+        from .blocked_kernels import BANDS, banded
+        from .border_bands import MAX_KEPT, bands, kept_share
+
+        attrs = call.attrs
+        dilation, pads = [int(d) for d in attrs.dilation], [int(p) for p in attrs.padding]
+        if max(dilation) == 1 or any(int(s) != 1 for s in attrs.strides):
+            return None
+        shape = _shape(call.args[0])
+        per_axis = [bands(shape[2 + i], kernel.shape[2 + i], dilation[i], pads[i], pads[i + 2]) for i in (0, 1)]
+        if (any(a > b for axis in per_axis for _, _, a, b in axis)
+                or kept_share(*per_axis, kernel.shape[2], kernel.shape[3]) > MAX_KEPT):
+            return None
+        self.banded += 1
+        return self.builder_.call_te(banded, x.var, relax.const(packed), dilation, pads[:2], *per_axis,
+                                     primfunc_name_hint=BANDS)
 
     def _winograd_tile(self, call, kernel) -> int | None:
         """The Winograd tile ``self.winograd`` gives this dense conv (3x3, stride 1), recorded; None: direct."""
@@ -438,10 +462,13 @@ class _Blocker(ModuleRewriter):
 class BlockChannels:
     """Blocked channel layout between convs on CPU targets (module docstring); a no-op for other targets.
     ``winograd``: which Winograd tile each blocked 3x3 conv gets (passes/winograd.py ``Choose``; None: all
-    direct); the chosen ones are written as blocked Winograd (passes/blocked_winograd.py)."""
+    direct); the chosen ones are written as blocked Winograd (passes/blocked_winograd.py). ``bands``: dilated
+    convs whose outputs see real input under few taps are computed band by band in one kernel over one copy of
+    the weight (blocked_kernels.banded; in the plain layout PartitionBorders splits them into a conv per band,
+    each with its own cropped weight)."""
 
-    def __init__(self, block: int | None = None, winograd=None):
-        self.block, self.winograd = block, winograd
+    def __init__(self, block: int | None = None, winograd=None, bands: bool = False):
+        self.block, self.winograd, self.bands = block, winograd, bands
 
     def transform_module(self, mod, _ctx):
         target = tvm.target.Target.current(allow_none=True)
@@ -452,4 +479,5 @@ class BlockChannels:
         block = self.block or isa_of(target).block
         if block < 4:
             return mod
-        return relax.transform.DeadCodeElimination()(_Blocker(mod, block, target, self.winograd).transform())
+        blocker = _Blocker(mod, block, target, self.winograd, self.bands)
+        return relax.transform.DeadCodeElimination()(blocker.transform())

@@ -1,5 +1,6 @@
 """Default schedules per device family, applied to kernels the tuning database does not cover."""
 
+from .blocked_bands import BlockedBands
 from .blocked_conv import BlockedConv
 from .blocked_window import BlockedWindow
 from .cpu import ConvLike, Elementwise
@@ -15,7 +16,7 @@ def cpu_rules(pixel_conv: bool = True) -> tuple:
     pools tiled along rows; in NCHW, pointwise convs over whole pixel tiles vectorise pixels, other dense convs
     pack their weights, depthwise convs and pooling windows run plane by plane; other reductions (grouped
     convs, global pooling) vectorise rows."""
-    return (BlockedConv(), BlockedWindow(), WinogradTransforms(), *([PixelConv()] if pixel_conv else []),
+    return (BlockedConv(), BlockedWindow(), BlockedBands(), WinogradTransforms(), *([PixelConv()] if pixel_conv else []),
             PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
