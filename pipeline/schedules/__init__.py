@@ -13,9 +13,10 @@ from .winograd_transforms import WinogradTransforms
 
 def cpu_rules(pixel_conv: bool = True) -> tuple:
     """First match wins: in the blocked channel layout, dense convs (whole, band by band, or Winograd's products)
-    are register-blocked, depthwise convs and pools tiled along rows, Winograd's transforms unrolled; in NCHW, pointwise convs over whole pixel tiles vectorise pixels, other dense convs
-    pack their weights, depthwise convs and pooling windows run plane by plane; other reductions (grouped
-    convs, global pooling) vectorise rows."""
+    are register-blocked, depthwise convs and pools tiled along rows, Winograd's transforms unrolled; in NCHW,
+    pointwise convs over whole pixel tiles vectorise pixels, other dense convs pack their weights, depthwise
+    convs and pooling windows run plane by plane; other reductions (grouped convs, global pooling) vectorise
+    rows."""
     blocked = (BlockedConv(), BlockedWindow(), BlockedBands(), WinogradTransforms())
     return (*blocked, *([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
