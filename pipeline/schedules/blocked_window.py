@@ -4,13 +4,13 @@ A depthwise conv (or a max/average pool) in ``NCHW{c}c`` reduces each lane over 
 lanes being ``c`` different channels: there is no channel reduction, so every FMA needs an input vector of its
 own, and the schedule's job is to keep the window's weight vectors and a row tile's accumulators in registers:
 
-    parallel(batch, channel blocks, rows) . pixel tiles . taps (unrolled) . [pixels (unrolled) . lanes (vector)]
+    parallel(batch, channel blocks, row runs) . rows . pixel tiles . taps . [pixels (unrolled) . lanes (vector)]
 
 The accumulators of ``pixels`` outputs stay in registers across the taps; the weight vector of a tap is loaded
 once per tile and feeds ``pixels`` FMAs. The tile is as wide as the registers allow next to the window's weights
-(isa.py); a last, shorter tile is peeled off the row at build time. Zero padding is computed by its own parallel,
-vectorised pass, and the epilogue (bias, activation) is applied to the tile as it is written back. Each output's
-taps are summed in the order the kernel writes them.
+(isa.py); a last, shorter tile is peeled off the row at build time. A task's padded input rows are computed at
+its start into scratch of its own (in cache), and the epilogue (bias, activation) is applied to the tile as it
+is written back. Each output's taps are summed in the order the kernel writes them.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, choose
 from .isa import balanced, isa_of
 
 MAX_TAPS = 64  # window sizes unrolled in full (a 7x7 depthwise conv, an 8x8 pool)
+# parallel tasks per core when the channel blocks are too few to give each core several whole planes (a task per
+# output row was measured 2x slower in a model than alone: its scratch row buffer was allocated per row)
+TASKS_PER_CORE = 8
 
 
 class BlockedWindow(ReductionRule):
@@ -48,8 +51,18 @@ class BlockedWindow(ReductionRule):
                         self.tunable)
         n, cb, *image, lanes = spatial
         xo, xi = sch.split(image[-1], [None, pixels])
-        rows = sch.fuse(n, cb, *image[:-1])
-        sch.reorder(rows, xo, *reduce, xi, lanes)
+        # a task is a run of rows of one channel block (a whole plane when there are planes enough for every
+        # core): its padded input rows are computed once into scratch of its own, allocated once per task
+        planes = _extent(sch, n) * _extent(sch, cb)
+        if len(image) == 2:
+            height = _extent(sch, image[0])
+            chunks = min(height, -(-TASKS_PER_CORE * int(target.attrs.get("num-cores", 1)) // planes))
+            rows = max(d for d in range(1, height // chunks + 1) if height % d == 0)  # runs that divide the rows
+            yo, yi = sch.split(image[0], [None, rows])
+            tasks, inner = sch.fuse(n, cb, yo), [yi]
+        else:
+            tasks, inner = sch.fuse(n, cb), []
+        sch.reorder(tasks, *inner, xo, *reduce, xi, lanes)
         for producer in sch.get_producers(main):  # a copy in place of padding is read directly
             if "if_then_else" not in str(sch.get(producer).body):
                 sch.compute_inline(producer)
@@ -59,15 +72,15 @@ class BlockedWindow(ReductionRule):
             sch.reverse_compute_inline(consumer)
         sch.vectorize(lanes)
         sch.unroll(xi)
-        *tile, vector = sch.get_loops(acc)[2:]
+        *tile, vector = sch.get_loops(acc)[len(inner) + 2:]  # the write-back, below (tasks, rows, pixel tiles)
         sch.vectorize(vector)
         for loop in tile:
             sch.unroll(loop)
-        sch.parallel(rows)
+        sch.parallel(tasks)
         if width % pixels:
             sch.annotate(xo, "pragma_loop_partition_hint", 1)
-        for producer in sch.get_producers(main):  # the padding: the rows this output row reads, in cache
-            sch.compute_at(producer, rows)
+        for producer in sch.get_producers(main):  # the padding: the rows this task reads
+            sch.compute_at(producer, tasks)
             sch.vectorize(sch.get_loops(producer)[-1])
         sch.decompose_reduction(main, reduce[0])
         return sch
