@@ -24,7 +24,7 @@ def for_cpu(preset: DevicePreset, mcpu: str) -> DevicePreset:
         return preset
     known = cpu_names(spec.get("mtriple"))
     if mcpu not in known:
-        close = [n for n in known if n.startswith(mcpu[:4])] or known[:12]
+        close = ([n for n in known if mcpu[:4] and n.startswith(mcpu[:4])] or known)[:12]
         raise AtrousError(f"LLVM knows no CPU '{mcpu}' for target '{preset.name}'; e.g. {', '.join(close)} "
                           "(all names: llc-19 -mtriple=<triple> -mcpu=help)")
     target = {**spec, "mcpu": mcpu}
