@@ -50,7 +50,9 @@ POOL_BUILDERS = {"relax.nn.max_pool2d": relax.op.nn.max_pool2d, "relax.nn.avg_po
                  "relax.nn.max_pool1d": relax.op.nn.max_pool1d, "relax.nn.avg_pool1d": relax.op.nn.avg_pool1d,
                  "relax.image.resize2d": relax.op.image.resize2d}
 POOLS = set(POOL_BUILDERS)
-REDUCTIONS = {"relax.mean", "relax.max", "relax.sum", "relax.min"}
+REDUCTION_BUILDERS = {"relax.mean": relax.op.mean, "relax.max": relax.op.max, "relax.sum": relax.op.sum,
+                      "relax.min": relax.op.min}
+REDUCTIONS = set(REDUCTION_BUILDERS)
 # a conv over fewer input channels than this share of a block reads the plain input (padding it to a whole
 # block would multiply mostly zeros: an RGB stem is 3 of 16 channels on AVX-512)
 MIN_FILL = 0.5
@@ -418,17 +420,22 @@ class _Blocker(ModuleRewriter):
         axes = [a % rank for a in axes] if rank else axes
         if x is None or not call.attrs.keepdims or not axes or any(a < 2 for a in axes):
             return None
-        return relax.Call(call.op, [x.var], call.attrs, call.ty_args), x.channels, x.spatial
+        # axes counted from the end (the dynamo exporter's -1, -2) would name the lane axis in the blocked rank
+        reduce = REDUCTION_BUILDERS[call.op.name]
+        return reduce(x.var, axis=axes, keepdims=True), x.channels, x.spatial
 
     def _slice(self, call):
         x = self._operand(call.args[0])
         if x is None or not isinstance(call.args[1], relax.Tuple):
             return None
         rank = x.spatial + 2
-        axes = [int(a.value) % rank for a in call.args[1].fields]
+        axes = [int(a.value) % rank for a in call.args[1].fields]  # counted from the front: the same in both
         if 1 in axes or 0 in axes:
             return None
-        return relax.Call(call.op, [x.var, *call.args[1:]], call.attrs, call.ty_args), x.channels, x.spatial
+        begin, end, *strides = ([int(v.value) for v in arg.fields] for arg in call.args[2:])
+        sliced = relax.op.strided_slice(x.var, axes=axes, begin=begin, end=end, strides=strides[0] if strides else None,
+                                        assume_inbound=bool(call.attrs.assume_inbound))
+        return sliced, x.channels, x.spatial
 
     def _pad(self, call):
         x = self._operand(call.args[0])
