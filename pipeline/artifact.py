@@ -54,6 +54,9 @@ class Meta:
     winograd: dict = field(default_factory=dict)  # {"F(4x4)": convs, ..., "direct": convs, "measured": convs}
     kernel_flops: dict = field(default_factory=dict)  # {kernel name: FLOPs} (pipeline/flops.py), for profiles
     rule_failures: tuple[str, ...] = ()  # default schedule rules that raised on a kernel, one line each (guard.py)
+    exporter: str = ""  # how the ONNX graph was made: "dynamo", "torchscript" (export.py) or "file"
+    reference_note: str = ""  # why there is no reference, or how it was obtained (interface.reference_outputs)
+    exporter_fallback: str | None = None  # why the dynamo exporter was not used, when it was asked for
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

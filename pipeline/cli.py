@@ -41,6 +41,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="also package the model with the on-device runtime (build/<model>/<target>/bundle)")
     p.add_argument("--force", action="store_true", help="recompile even if the artifact is up to date")
     p.add_argument("--untuned", action="store_true", help="ignore tuning databases (default schedules only)")
+    p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
+                   help="PyTorch models: torch.onnx's exporter (default: dynamo, the torch.export-based one, which "
+                        "falls back to torchscript with the reason in the report)")
 
 
 def _options(args, preset):
@@ -65,7 +68,8 @@ def _compile(args):
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     start = time.perf_counter()
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
-                                         args.force, _options(args, preset), tuned=not args.untuned))
+                                         args.force, _options(args, preset), tuned=not args.untuned,
+                                         exporter=args.exporter))
     if args.bundle or not preset.runs_here:  # the bundle is what goes to a device that is not this machine
         from .bundle import make_bundle
 
@@ -82,6 +86,8 @@ def _tuning_line(meta) -> str:
     from .algorithms import summary_text
 
     line += "\n" + _rewrites_line(meta.options)
+    if meta.exporter_fallback:
+        line += f"\nexported by the TorchScript exporter: the dynamo exporter failed ({meta.exporter_fallback})"
     if meta.rule_failures:  # never fatal (schedules/guard.py), but each one is a kernel slower than it should be
         line += f"\nschedule rules that failed on {len(meta.rule_failures)} kernel(s) (please report them):"
         line += "".join(f"\n  {failure}" for failure in meta.rule_failures)

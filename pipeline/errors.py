@@ -52,3 +52,15 @@ class VerificationError(AtrousError):
     """The compiled model's outputs differ from the reference beyond tolerance."""
 
     exit_code = 1
+
+
+class CompilerBugError(AtrousError):
+    """An exception inside the compiler that no check caught: a bug, reported in one line with its stage (the
+    traceback is chained), never as a bare crash. The fuzzer (pipeline/fuzz.py) counts it as a failure."""
+
+    exit_code = 4
+
+    def __init__(self, stage: str, err: BaseException):
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        detail = f"{type(err).__name__}: {lines[-1][:300]}" if lines else type(err).__name__
+        super().__init__(f"internal compiler error while {stage} ({detail}); please report it with the model")

@@ -86,12 +86,50 @@ def to_relax(model: onnx.ModelProto, shapes: dict[str, tuple], source: str = "mo
     missing = unsupported_ops(model)
     if missing:
         raise UnsupportedOpError(missing, source)
+    drop_initializer_inputs(model)
+    per_channel_prelu_slopes(model, shapes)
     fold_constants(model)
     try:
         return from_onnx(model, shape_dict=dict(shapes), keep_params_in_input=False)
     except Exception as err:
-        raise InvalidModelError(f"{source}: TVM could not import the graph: {str(err).strip().splitlines()[-1]}"
-                                ) from err
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        raise InvalidModelError(f"{source}: TVM could not import the graph: "
+                                f"{lines[-1] if lines else type(err).__name__}") from err
+
+
+def drop_initializer_inputs(model: onnx.ModelProto) -> None:
+    """Before ONNX IR version 4 every initializer was also listed as a graph input (AlexNet, ResNet-50 and the
+    other classic files of the ONNX Model Zoo). ONNX Runtime treats such an input as a default a caller may
+    override and needs only the data; TVM's importer made each one an argument of ``main`` (ResNet-50: 206, the
+    data not even first). They are constants here: the compiled model takes only its real inputs."""
+    initializers = {t.name for t in model.graph.initializer}
+    real = [i for i in model.graph.input if i.name not in initializers]
+    if len(real) != len(model.graph.input):
+        del model.graph.input[:]
+        model.graph.input.extend(real)
+
+
+def per_channel_prelu_slopes(model: onnx.ModelProto, shapes: dict) -> None:
+    """PRelu-6 and older applied a 1-D slope per channel; from opset 7 a slope broadcasts from the last axis, and
+    TVM's importer asserted on a 1-D slope that does not fit it (PyTorch's PReLU(C) exported at an old opset, or
+    upgraded by ONNX's version converter, which leaves the slope as it was). Under the old rule, or where the
+    slope has exactly one value per channel and cannot broadcast from the last axis, it is reshaped to
+    ``[C, 1, ..]``, the per-channel form every opset reads the same way."""
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    initializers = {t.name: t for t in model.graph.initializer}
+    ranks = {i.name: len(shapes.get(i.name, i.type.tensor_type.shape.dim)) for i in model.graph.input}
+    channels = {i.name: (shapes.get(i.name) or [d.dim_value for d in i.type.tensor_type.shape.dim])
+                for i in model.graph.input}
+    for node in model.graph.node:
+        if node.op_type != "PRelu" or node.input[1] not in initializers:
+            continue
+        slope = initializers[node.input[1]]
+        shape = channels.get(node.input[0])
+        if len(slope.dims) != 1 or shape is None or len(shape) < 3:
+            continue
+        fits_last = slope.dims[0] in (1, shape[-1])
+        if slope.dims[0] == shape[1] and (opset < 7 or not fits_last):
+            slope.dims[:] = [slope.dims[0]] + [1] * (ranks[node.input[0]] - 2)
 
 
 def _fmt(dims) -> str:

@@ -6,20 +6,21 @@ fingerprint is unchanged.  ``verify_model``: run the artifact on its golden inpu
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import onnx
 
 from . import algorithms
 from . import artifact as art
 from .build import build, export
-from .errors import AtrousError, VerificationError
-from .export import export_onnx
+from .errors import AtrousError, CompilerBugError, VerificationError
+from .export import Exported, export_onnx
 from .flops import kernel_flops
 from .ingest import load_onnx, to_relax
 from .optimize import OptimizeOptions, apply_schedules, lower
@@ -39,6 +40,7 @@ class CompileArgs:
     force: bool = False
     options: OptimizeOptions = OptimizeOptions()
     tuned: bool = True  # apply the device's tuning database (options.database, else the preset's own) if any
+    exporter: str = "dynamo"  # PyTorch sources: torch.onnx's dynamo exporter, else "torchscript" (export.py)
 
 
 def versions() -> dict:
@@ -69,9 +71,10 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions) -> str:
+def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions, exporter: str = "") -> str:
     digest = hashlib.sha256(onnx_path.read_bytes())
     digest.update(code_digest().encode())
+    digest.update(exporter.encode())
     digest.update(json.dumps(target_json, sort_keys=True).encode())
     digest.update(json.dumps(options.key(), sort_keys=True).encode())
     digest.update(json.dumps(versions(), sort_keys=True).encode())
@@ -81,17 +84,78 @@ def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions) ->
     return digest.hexdigest()[:16]
 
 
-def write_onnx(source: Source, path: Path) -> Path:
-    if source.onnx_path is not None:
-        shutil.copyfile(source.onnx_path, path)
-        return path
-    return export_onnx(source.module(), source.inputs, source.output_names, path)
+def write_onnx(source: Source, path: Path, exporter: str = "dynamo") -> Exported:
+    """The model as one self-contained ONNX file at ``path``: a user's file copied (weights stored beside it, as
+    the dynamo exporter and large models do, brought inside; over protobuf's 2 GB, beside the copy), a PyTorch
+    module exported."""
+    if source.onnx_path is None:
+        return export_onnx(source.module(), source.inputs, source.output_names, path, exporter)
+    model = load_onnx(source.onnx_path)  # reads external data from beside the file
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        onnx.save(model, str(path))
+    else:
+        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+    return Exported(path, "file")
 
 
-def reference_outputs(source: Source, onnx_path: Path) -> dict[str, np.ndarray]:
+PROTOBUF_LIMIT = 2_000_000_000  # bytes: protobuf's limit for one message
+
+
+@contextlib.contextmanager
+def stage(what: str):
+    """Any exception of a compiler stage that is not already an AtrousError is a CompilerBugError naming the
+    stage: one line for the user, the traceback chained for a bug report."""
+    try:
+        yield
+    except AtrousError:
+        raise
+    except Exception as err:
+        raise CompilerBugError(what, err) from err
+
+
+@dataclass(frozen=True)
+class Reference:
+    outputs: dict | None  # None: no reference could run the model
+    kind: str  # "pytorch", "onnxruntime", "onnxruntime (opset A -> B)" or "none"
+    note: str = ""  # why there is none, or what was done to get one
+
+
+REFERENCE_OPSET = 13  # what a graph ONNX Runtime refuses is converted to (onnx.version_converter)
+
+
+def reference_outputs(source: Source, onnx_path: Path) -> Reference:
+    """The outputs to compare with: the PyTorch module's, else ONNX Runtime's on the graph, else (an opset older
+    than ONNX Runtime runs) on the graph converted to a recent opset by ONNX's version converter, else none,
+    with the reason: compiling does not need a reference, only verifying does."""
     if source.module_factory is not None:
-        return pytorch_outputs(source.module(), source.inputs, source.output_names)
-    return onnxruntime_outputs(onnx_path, source.inputs)
+        return Reference(pytorch_outputs(source.module(), source.inputs, source.output_names), "pytorch")
+    try:
+        return Reference(onnxruntime_outputs(onnx_path, source.inputs), "onnxruntime")
+    except Exception as err:  # noqa: BLE001 - ONNX Runtime's own refusal, kept as the reason
+        refused = _first_line(err)
+    model = onnx.load(str(onnx_path))
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    try:
+        from onnx import version_converter
+
+        converted = onnx_path.with_name("reference.onnx")
+        onnx.save(version_converter.convert_version(model, REFERENCE_OPSET), str(converted))
+        outputs = onnxruntime_outputs(converted, source.inputs)
+        converted.unlink()
+        return Reference(outputs, f"onnxruntime (opset {opset} -> {REFERENCE_OPSET})",
+                         f"ONNX Runtime refused the graph ({refused}); it ran the graph converted to opset "
+                         f"{REFERENCE_OPSET} by onnx.version_converter")
+    except Exception as err:  # noqa: BLE001
+        onnx_path.with_name("reference.onnx").unlink(missing_ok=True)
+        return Reference(None, "none", f"ONNX Runtime refused the graph ({refused}) and converting it to opset "
+                                       f"{REFERENCE_OPSET} failed ({_first_line(err)})")
+
+
+def _output_specs(mod, names) -> tuple:
+    """The compiled model's outputs (name, shape, dtype) from its Relax signature, when no reference gave them."""
+    ret = mod["main"].ty.ret if hasattr(mod["main"].ty, "ret") else mod["main"].ret_type
+    fields = ret.fields if hasattr(ret, "fields") else [ret]
+    return tuple(art.TensorSpec(n, tuple(int(d) for d in t.shape.values), str(t.dtype)) for n, t in zip(names, fields))
 
 
 def tuning_database(args: CompileArgs) -> Path | None:
@@ -116,35 +180,43 @@ def compile_model(args: CompileArgs) -> art.Artifact:
     source, preset = args.source, args.target
     final = art.artifact_dir(source.name, preset.name, args.build_root)
     options = replace(args.options, database=tuning_database(args))
-    with art.staged(final) as stage:
-        onnx_path = write_onnx(source, stage.path / "model.onnx")
+    with art.staged(final) as staging:
+        exported = write_onnx(source, staging.path / "model.onnx", args.exporter)
+        onnx_path = exported.path
         target_json = preset.target_dict()
-        key = fingerprint(onnx_path, target_json, options)
+        key = fingerprint(onnx_path, target_json, options, exported.exporter)
         existing = art.Artifact(final)
         if not args.force and existing.exists() and existing.meta().fingerprint == key:
             return existing
         model = load_onnx(onnx_path)
-        mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
-        mod = lower(mod, preset.tvm_target(), options)
-        winograd = algorithms.summary(mod, options.database if options.winograd == "auto" else None)
-        tuned, total = tuned_task_count(mod, preset, options.database)
-        with collect_failures() as failures:
+        with stage("importing the graph"):
+            mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
+        with stage("optimizing the graph"):
+            mod = lower(mod, preset.tvm_target(), options)
+            winograd = algorithms.summary(mod, options.database if options.winograd == "auto" else None)
+            tuned, total = tuned_task_count(mod, preset, options.database)
+        with collect_failures() as failures, stage("scheduling the kernels"):
             mod = apply_schedules(mod, preset.tvm_target(), options)
         flops = kernel_flops(mod)
-        expected = reference_outputs(source, onnx_path)
+        reference = reference_outputs(source, onnx_path)
+        expected = reference.outputs or {}
         inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())
-        outputs = tuple(art.TensorSpec.of(n, v) for n, v in expected.items())
-        export(build(mod, preset, stage.path / "device"), stage.path / "model.so", preset,
-               signature_text(source.name, preset.name, inputs, outputs, device_line(target_json)))
-        _write_golden(stage.path, source.inputs, expected)
+        outputs = (tuple(art.TensorSpec.of(n, v) for n, v in expected.items()) if reference.outputs is not None
+                   else _output_specs(mod, source.output_names))
+        with stage("building the library"):
+            export(build(mod, preset, staging.path / "device"), staging.path / "model.so", preset,
+                   signature_text(source.name, preset.name, inputs, outputs, device_line(target_json)))
+        _write_golden(staging.path, source.inputs, expected)
         meta = art.Meta(model=source.name, target=preset.name, target_json=target_json,
                         inputs=inputs, outputs=outputs,
-                        reference=source.reference_kind, fingerprint=key, versions=versions(),
+                        reference=reference.kind, reference_note=reference.note, fingerprint=key,
+                        versions=versions(),
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
                         total_tasks=total, options=options.key(), winograd=winograd, kernel_flops=flops,
-                        rule_failures=tuple(f.line() for f in failures))
-        (stage.path / "meta.json").write_text(meta.to_json())
-        stage.commit()
+                        rule_failures=tuple(f.line() for f in failures), exporter=exported.exporter,
+                        exporter_fallback=exported.fallback)
+        (staging.path / "meta.json").write_text(meta.to_json())
+        staging.commit()
     return art.Artifact(final)
 
 
@@ -181,6 +253,9 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
     target's emulator), and compare with the stored reference and, for PyTorch-sourced models, with ONNX
     Runtime on the exported graph as a second reference."""
     meta = artifact.meta()
+    if meta.reference == "none":
+        raise VerificationError(f"{meta.model}: nothing to compare with: {meta.reference_note}. The compiled "
+                                "model runs (atrous run / bundle/run.sh); check its outputs another way")
     inputs, expected = artifact.load_golden()
     where = parse_device(device, preset)
     actual = run_on_device(artifact, preset, where, inputs)
@@ -191,7 +266,9 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
                      "emulated timings are not performance numbers")
     elif where.kind != "local":
         notes.append(f"ran on {where.label}")
-    if second_reference and meta.reference != "onnxruntime":
+    if meta.reference_note:
+        notes.append(f"reference: {meta.reference_note}")
+    if second_reference and not meta.reference.startswith("onnxruntime"):
         try:
             ort = onnxruntime_outputs(artifact.onnx, inputs)
         except Exception as err:  # ORT has gaps of its own (e.g. dilated convs with auto_pad SAME_*)

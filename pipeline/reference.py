@@ -18,6 +18,7 @@ def onnxruntime_session(onnx_path, threads: int | None = None):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
+    options.log_severity_level = 4  # a refusal reaches the caller as the exception; its log would repeat it
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1

@@ -71,12 +71,12 @@ def open_database(directory: Path, preset) -> ms.database.JSONDatabase:
     return ms.database.JSONDatabase(work_dir=str(directory))
 
 
-def relax_module(source):
+def relax_module(source, exporter: str = "dynamo"):
     """The model as ``compile`` imports it (Relax, before any pass)."""
     from .interface import write_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
-        model = load_onnx(write_onnx(source, Path(tmp) / "model.onnx"))
+        model = load_onnx(write_onnx(source, Path(tmp) / "model.onnx", exporter).path)
     return to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
 
 

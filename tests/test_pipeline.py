@@ -61,6 +61,21 @@ def test_onnx_file_outside_the_zoo_compiles_and_verifies(outside_onnx, tmp_path,
     assert '"reference": "onnxruntime"' in meta
 
 
+def test_an_onnx_file_with_its_weights_beside_it_compiles(outside_onnx, tmp_path, capsys):
+    """External data (the dynamo exporter's default, and any model over 2 GB): the weights are read from beside
+    the file and the artifact keeps a self-contained copy."""
+    model = onnx.load(str(outside_onnx))
+    split = tmp_path / "split"
+    split.mkdir()
+    onnx.save(model, str(split / "outside.onnx"), save_as_external_data=True, all_tensors_to_one_file=True,
+              location="outside.onnx.data", size_threshold=0)
+    assert (split / "outside.onnx.data").stat().st_size > 1000
+    assert main(["verify", str(split / "outside.onnx"), "--input-shape", "image:1x3x16x16,bias:1x5",
+                 "--build-dir", str(tmp_path / "build")]) == 0, capsys.readouterr().err
+    copy = tmp_path / "build" / "outside" / "host" / "model.onnx"
+    assert not list(copy.parent.glob("*.data")) and onnx.load(str(copy), load_external_data=False).graph.initializer
+
+
 def test_dynamic_input_without_shape_names_the_flag(outside_onnx, tmp_path):
     with pytest.raises(errors.InputMismatchError, match=r"--input-shape image:1x3x16x16"):
         source.from_onnx_file(outside_onnx)
@@ -131,7 +146,8 @@ def small_artifact(tmp_path_factory):
 def test_wrong_input_shape_or_dtype_at_run_time(small_artifact):
     _, artifact, _ = small_artifact
     model = CompiledModel(artifact)
-    with pytest.raises(errors.InputMismatchError, match=r"compiled for float32\[1, 4, 10, 10\], got float32\[1, 4, 9, 10\]"):
+    expected = r"compiled for float32\[1, 4, 10, 10\], got float32\[1, 4, 9, 10\]"
+    with pytest.raises(errors.InputMismatchError, match=expected):
         model.run({"x": np.zeros((1, 4, 9, 10), "float32")})
     with pytest.raises(errors.InputMismatchError, match="got float64"):
         model.run({"x": np.zeros((1, 4, 10, 10), "float64")})

@@ -14,16 +14,22 @@ from pipeline.verify import report
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("exporter", ["dynamo", "torchscript"])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_tiny_model_compiles_and_matches_pytorch(name, host, build_root):
-    artifact = compile_model(CompileArgs(source.from_zoo(name, "tiny"), host, build_root, tuned=False))
+def test_tiny_model_compiles_and_matches_pytorch(name, exporter, host, build_root):
+    """With each of PyTorch's ONNX exporters: the torch.export-based one (the default; it folds batch norms,
+    writes opset 20 and reductions with axes counted from the end) and the TorchScript one."""
+    artifact = compile_model(CompileArgs(source.from_zoo(name, "tiny"), host, build_root / exporter, tuned=False,
+                                         exporter=exporter))
+    assert artifact.meta().exporter == exporter and artifact.meta().exporter_fallback is None
     result = verify_model(artifact, host)
     print(report(result.checks, result.tolerance, result.notes))
     assert result.ok
     references = {c.reference for c in result.checks}
     assert references == {"pytorch", "onnxruntime"}, result.notes
     meta = artifact.meta()
-    assert {c.name for c in result.checks} == {o.name for o in meta.outputs} == set(MODELS[name].presets["tiny"].outputs)
+    expected = set(MODELS[name].presets["tiny"].outputs)
+    assert {c.name for c in result.checks} == {o.name for o in meta.outputs} == expected
     for check in result.checks:
         assert check.rel_l2 < host.tolerance.rel_l2 and check.max_abs < host.tolerance.max_abs, check
 
