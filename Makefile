@@ -16,7 +16,7 @@ CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help bench bench-isa bench-pointwise bench-layers bench-layers-tuned \
+.PHONY: all run test venv sysdeps list clean help fuzz bench bench-isa bench-pointwise bench-layers bench-layers-tuned \
         bench-layers-winograd $(ARM_DEVICES) \
         $(CUDA_DEVICES) \
         $(VULKAN_DEVICES) gpu-pack \
@@ -30,6 +30,7 @@ help:
 	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
 	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off] [MCPUS=znver3]       zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-isa                                                      kernels' hot loops on AVX2/AVX-512/NEON (llvm-mca)"
+	@echo "make fuzz [N=200] [SEED=0] [ALSO=rpi4,vulkan-desktop] [SHARE=0.05]  random conv nets vs ONNX Runtime"
 	@echo "make bench-pointwise [MODELS=a,b]                                   1x1 kernels: PixelConv vs pixel_conv=false"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
@@ -147,6 +148,17 @@ runtime-aarch64: venv
 list: venv
 	$(BIN)/atrous list models
 	$(BIN)/atrous list targets
+
+# Random ONNX conv nets compiled for the host and compared with ONNX Runtime, a share of them (SHARE) also for
+# the ALSO targets (rpi4 under qemu, vulkan-desktop on lavapipe); a failure is shrunk and saved to
+# tests/fuzz_corpus/ (replayed by make test). One process per core, seeds SEED, SEED+1, ...
+N ?= 200
+SEED ?= 0
+ALSO ?= rpi4,vulkan-desktop
+SHARE ?= 0.05
+fuzz: venv
+	$(BIN)/python -m pipeline.fuzz --examples $(N) --seed $(SEED) --workers $(shell nproc) --also $(ALSO) \
+	  --share $(SHARE)
 
 # One pytest-xdist worker per core; work stealing keeps both busy to the end (the slow end-to-end cases vary a lot).
 test: venv

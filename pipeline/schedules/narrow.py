@@ -5,7 +5,8 @@ BlockedConv, BlockedWindow, PixelConv), so that no other tile carries a bounds c
 runs first in the build and renames the hinted loop's variable (int64 -> int32), leaving the hint naming the old
 one: LoopPartition then skips the loop silently and every tile keeps its check (measured 7-15x slower). So CPU
 kernels are narrowed to int32 when lowering, before scheduling: tuning tasks, default schedules and database
-records all see the same function. A kernel with a buffer of 2^31 elements or more keeps int64 indices.
+records all see the same function. A kernel with a buffer of 2^31 elements or more, or with int64 data, keeps
+int64 indices.
 """
 
 from __future__ import annotations
@@ -23,8 +24,11 @@ def narrowed(func: tirx.PrimFunc) -> tirx.PrimFunc:
 
 
 def fits_int32(func: tirx.PrimFunc) -> bool:
-    """Every parameter has static dimensions and fewer than 2^31 elements."""
+    """Every parameter has static dimensions and fewer than 2^31 elements, and none holds int64 data (a gather's
+    indices: ForceNarrowIndexToInt32 refuses those, found by the graph fuzzer)."""
     for buffer in func.params:
+        if str(getattr(buffer, "dtype", "")) == "int64":
+            return False
         shape = getattr(buffer, "shape", None)
         if shape is None or not all(isinstance(d, tirx.IntImm) for d in shape):
             return False
