@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 from .errors import AtrousError
 
@@ -386,6 +387,8 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except AtrousError as err:
+        if err.__cause__ is not None and os.environ.get("ATROUS_DEBUG"):
+            traceback.print_exception(err.__cause__)
         print(f"atrous: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:

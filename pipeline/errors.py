@@ -63,4 +63,5 @@ class CompilerBugError(AtrousError):
     def __init__(self, stage: str, err: BaseException):
         lines = [line.strip() for line in str(err).splitlines() if line.strip()]
         detail = f"{type(err).__name__}: {lines[-1][:300]}" if lines else type(err).__name__
-        super().__init__(f"internal compiler error while {stage} ({detail}); please report it with the model")
+        super().__init__(f"internal compiler error while {stage} ({detail}); please report it with the model "
+                         "and the traceback ATROUS_DEBUG=1 prints")

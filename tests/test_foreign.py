@@ -210,6 +210,24 @@ def test_an_exception_inside_the_compiler_is_one_line_naming_its_stage(host, bui
         compile_model(CompileArgs(_gated_source(), host, build_root / "bug", tuned=False, force=True))
 
 
+@pytest.mark.parametrize("debug", ["", "1"])
+def test_the_cli_prints_a_compiler_bug_in_one_line_and_its_traceback_on_request(debug, tmp_path, monkeypatch,
+                                                                                capsys):
+    import pipeline.interface as interface
+    from pipeline.cli import main
+
+    def broken(*args, **kwargs):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(interface, "lower", broken)
+    monkeypatch.setenv("ATROUS_DEBUG", debug)
+    assert main(["compile", "deeplabv3-mobilenet", "--preset", "tiny", "--build-dir", str(tmp_path)]) == 4
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("atrous: error: internal compiler error while optimizing")
+    assert ("Traceback (most recent call last)" in err) == bool(debug), err
+    assert ("in broken" in err) == bool(debug)
+
+
 @pytest.mark.parametrize("kind", ["float16_edges", "float16_throughout", "int64_ids"])
 def test_inputs_and_outputs_of_other_dtypes(kind, host, build_root, tmp_path):
     """float16 at the graph's edges (cast inside), a float16 graph throughout (float16 outputs are compared within
