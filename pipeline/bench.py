@@ -6,6 +6,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from .artifact import Artifact
 from .reference import onnxruntime_session
@@ -79,8 +80,13 @@ def table(rows: list[Timing]) -> str:
 
 
 def publish(text: str, out: str | None) -> None:
-    """Print a benchmark's markdown and, if ``out`` is given, append it there (BENCHMARKS.md)."""
+    """Print a benchmark's markdown and, if ``out`` is given, add it there (BENCHMARKS.md) newest first: before the
+    file's first table heading (``## ``), after any title above it."""
     print(text)
     if out:
-        with open(out, "a") as handle:
-            handle.write("\n" + text)
+        path = Path(out)
+        old = path.read_text() if path.is_file() else ""
+        at = 0 if old.startswith("## ") else old.find("\n## ") + 1
+        if at <= 0 and not old.startswith("## "):
+            at = len(old)
+        path.write_text(old[:at] + text.strip("\n") + "\n\n" + old[at:])
