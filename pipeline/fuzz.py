@@ -418,6 +418,7 @@ def run(examples: int, seed: int, corpus: Path = CORPUS, stats: Counter | None =
     from hypothesis.control import current_build_context
 
     stats = Counter() if stats is None else stats
+    progress = Counter()
 
     @seeded(seed)
     @settings(max_examples=examples, deadline=None, database=None, derandomize=False,
@@ -446,6 +447,10 @@ def run(examples: int, seed: int, corpus: Path = CORPUS, stats: Counter | None =
             reject()
         for family in set(families) or {"input"}:
             stats[(family, outcome.status)] += 1
+        progress[outcome.status] += 1
+        if sum(progress.values()) % PROGRESS_EVERY == 0:
+            print(f"atrous fuzz (seed {seed}): {sum(progress.values())}/{examples} graphs, "
+                  + ", ".join(f"{n} {s}" for s, n in sorted(progress.items())), file=sys.stderr, flush=True)
 
     one()
     return stats
@@ -457,6 +462,7 @@ def _last_line(err: BaseException) -> str:
 
 
 OUTCOMES = ("ok", "refused", "crash", "mismatch")
+PROGRESS_EVERY = 25  # graphs between two progress lines of a fuzz process
 
 
 def report(stats: Counter) -> str:

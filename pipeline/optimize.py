@@ -83,10 +83,12 @@ def rewrites_only(*names: str, **overrides) -> OptimizeOptions:
 
 def inference_passes() -> list:
     return [
+        # the importer's Clip and Pad kernels as Relax ops again, and resizes TOPI cannot lower rewritten: before
+        # FoldConstant, which legalizes every op it meets (passes/frontend_ops.py)
+        FrontendOps(),
         relax.transform.DecomposeOpsForInference(),
         relax.transform.CanonicalizeBindings(),
         relax.transform.FoldConstant(),
-        FrontendOps(),  # the importer's Clip and Pad kernels as Relax ops again (passes/frontend_ops.py)
     ]
 
 

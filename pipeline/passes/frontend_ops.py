@@ -7,6 +7,11 @@ MobileNet and forward again after it (68 layout changes). This pass recognises e
 TensorIR (one block computing ``max(x[i], c[])`` / ``min(x[i], c[])``, or ``x[i - before]`` inside the padded
 region and a constant outside it) and writes the Relax op instead; a pad is replaced only if legalizing the op
 gives back the same TensorIR.
+
+It also gives one ONNX case TOPI cannot lower a definition it can: a Resize with ``align_corners`` to an output
+of length 1 along an axis. ONNX (and ONNX Runtime) take source coordinate 0 there; TOPI's formula divides by
+``length - 1`` and the build stopped with "Divide by zero" (found by the graph fuzzer). Such an axis is resized
+to length 2 instead, whose first output also samples coordinate 0 exactly, and sliced back to its first element.
 """
 
 from __future__ import annotations
@@ -71,9 +76,35 @@ def _pad(func, args):
     return relax.op.nn.pad(args[0], widths, pad_value=float(fill.value))
 
 
+def _single_output_axes(call, data):
+    """A resize2d with ``align_corners`` and static output length 1 on some image axes, of ``data``: the rewritten
+    call, or None."""
+    attrs = call.attrs
+    size = call.args[1]
+    if attrs.coordinate_transformation_mode != "align_corners" or not isinstance(size, relax.ShapeExpr):
+        return None
+    lengths = [int(v) if isinstance(v, tirx.IntImm) else None for v in size.values]
+    if 1 not in lengths:
+        return None
+    layout = str(attrs.layout)
+    axes = [layout.index(a) for a, n in zip("HW", lengths) if n == 1]
+    wider = relax.op.image.resize2d(data, [2 if n == 1 else v for n, v in zip(lengths, size.values)],
+                                    roi=[float(r) for r in attrs.roi], layout=layout, method=attrs.method,
+                                    coordinate_transformation_mode="align_corners",
+                                    rounding_method=attrs.rounding_method, cubic_alpha=float(attrs.cubic_alpha),
+                                    cubic_exclude=int(attrs.cubic_exclude),
+                                    extrapolation_value=float(attrs.extrapolation_value),
+                                    out_dtype=attrs.out_dtype or None)
+    return relax.op.strided_slice(wider, axes=axes, begin=[0] * len(axes), end=[1] * len(axes))
+
+
 @mutator
 class _Rewriter(ModuleRewriter):
     def visit_call_(self, call):
+        if getattr(call.op, "name", None) == "relax.image.resize2d":
+            rewritten = _single_output_axes(call, self.visit_expr(call.args[0]))
+            if rewritten is not None:
+                return rewritten
         if getattr(call.op, "name", None) == "relax.call_tir" and isinstance(call.args[0], tvm.ir.GlobalVar):
             func = self.mod[call.args[0]]
             args = [self.visit_expr(a) for a in call.args[1].fields] if isinstance(call.args[1], relax.Tuple) else None
