@@ -355,6 +355,7 @@ def check(model: onnx.ModelProto, shape, target: str = "host", build_root: Path 
     import onnxruntime as ort
 
     import targets
+    from . import artifact as art
     from . import source
     from .errors import AtrousError, CompilerBugError, VerificationError
     from .interface import CompileArgs, compile_model, require_ok, verify_model
@@ -371,11 +372,16 @@ def check(model: onnx.ModelProto, shape, target: str = "host", build_root: Path 
         except Exception as err:  # noqa: BLE001 - not a valid test case: ONNX or ONNX Runtime refuses it
             return Outcome("invalid", str(err).splitlines()[0][:200] if str(err) else type(err).__name__)
         preset = targets.get_target(target)
+        root = build_root or Path(tmp) / "build"
+        if build_root is None:  # bundles and the Vulkan backend take the runtime from the build root: the shared one
+            shared = art.BUILD_ROOT / "runtime"
+            shared.mkdir(parents=True, exist_ok=True)
+            root.mkdir()
+            (root / "runtime").symlink_to(shared.resolve(), target_is_directory=True)
         src = source.from_onnx_file(path)
         src = source.Source(src.name, {"x": x}, src.output_names, onnx_path=path)
         try:
-            artifact = compile_model(CompileArgs(src, preset, build_root or Path(tmp) / "build", tuned=False,
-                                                 force=True))
+            artifact = compile_model(CompileArgs(src, preset, root, tuned=False, force=True))
             require_ok(verify_model(artifact, preset))
         except (VerificationError, CompilerBugError):
             raise
