@@ -383,11 +383,56 @@ def check(model: onnx.ModelProto, shape, target: str = "host", build_root: Path 
         try:
             artifact = compile_model(CompileArgs(src, preset, root, tuned=False, force=True))
             require_ok(verify_model(artifact, preset))
-        except (VerificationError, CompilerBugError):
+        except VerificationError:
+            if target != "host" or not _closer_to_float64(model, artifact, x, preset.tolerance):
+                raise
+            return Outcome("ok", "ONNX Runtime's rounding: atrous is closer to the float64 result")
+        except CompilerBugError:
             raise
         except AtrousError as err:
             return Outcome("refused", str(err).splitlines()[0][:200])
     return Outcome("ok")
+
+
+def _closer_to_float64(model: onnx.ModelProto, artifact, x: np.ndarray, tolerance) -> bool:
+    """The tie-break of a mismatch: ONNX Runtime is an fp32 computation too, and an output that cancels (a sum of
+    terms ~1 ending near 0) is rounded by both. The graph is evaluated in float64 by ONNX's reference evaluator;
+    atrous passes if every output is within the tolerance of that result or closer to it than ONNX Runtime is."""
+    import onnxruntime as ort
+    from onnx.reference import ReferenceEvaluator
+
+    from .runner import CompiledModel
+
+    try:
+        exact = ReferenceEvaluator(_in_float64(model)).run(None, {"x": x.astype(np.float64)})
+    except Exception:  # noqa: BLE001 - no float64 evaluation: the mismatch stands
+        return False
+    names = [o.name for o in model.graph.output]
+    ours = CompiledModel(artifact).run({"x": x})
+    theirs = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    def rel_l2(actual, expected):
+        return float(np.linalg.norm(actual.astype(np.float64) - expected) / max(np.linalg.norm(expected), 1e-30))
+
+    return all(rel_l2(ours[n], e) <= max(tolerance.rel_l2, rel_l2(t, e)) for n, t, e in zip(names, theirs, exact))
+
+
+def _in_float64(model: onnx.ModelProto) -> onnx.ModelProto:
+    """The same graph with every float32 tensor (input, output, initializer) in float64."""
+    from onnx import TensorProto, numpy_helper
+
+    wide = onnx.ModelProto()
+    wide.CopyFrom(model)
+    graph = wide.graph
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.FLOAT:
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float64),
+                                                                  init.name))
+    for value in [*graph.input, *graph.output]:
+        if value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            value.type.tensor_type.elem_type = TensorProto.DOUBLE
+    del graph.value_info[:]
+    return wide
 
 
 def fingerprint(model: onnx.ModelProto) -> str:
