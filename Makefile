@@ -84,7 +84,7 @@ algorithms-%: venv
 	for m in $(subst $(comma), ,$(or $(MODELS),$(MODEL))); do \
 		$(BIN)/atrous tune $$m --preset $(PRESET) --target $* --algorithms-only || exit 1; done
 
-# Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, appended to BENCHMARKS.md.
+# Side-by-side benchmark of the zoo (standard presets) against PyTorch and ONNX Runtime, added to BENCHMARKS.md.
 MODELS ?=
 # On an AVX-512 machine it also times the AVX2 (znver3) build; MCPUS=a,b names other CPUs (MCPUS= for none).
 bench: venv
@@ -99,7 +99,7 @@ bench-isa: venv
 bench-pointwise: venv
 	$(BIN)/python -m pipeline.benchpointwise $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
 
-# The dilated ASPP convs alone, with and without the dilation-aware rewrites, appended to BENCHMARKS.md.
+# The dilated ASPP convs alone, with and without the dilation-aware rewrites, added to BENCHMARKS.md.
 bench-layers: venv
 	$(BIN)/python -m pipeline.benchlayers --out BENCHMARKS.md
 

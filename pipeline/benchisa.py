@@ -62,7 +62,7 @@ def _llvm() -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.benchisa", description=__doc__.splitlines()[0])
     p.add_argument("--cpus", default=",".join(CPUS), help="comma-separated LLVM CPUs (default: all of hot_loops)")
-    p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    p.add_argument("--out", default=None, help="add the markdown table at the top of this file (default: print only)")
     args = p.parse_args(argv)
     cpus = [c for c in args.cpus.split(",") if c]
     unknown = [c for c in cpus if c not in CPUS]

@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     p.add_argument("--target", default="host")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench-layers")
-    p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    p.add_argument("--out", default=None, help="add the markdown table at the top of this file (default: print only)")
     p.add_argument("--tuned", type=int, default=0, metavar="TRIALS",
                    help="also tune each layer with TRIALS MetaSchedule trials, atrous vs stock TVM (equal budget)")
     p.add_argument("--winograd", action="store_true",

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipeline.benchpointwise", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="deeplabv3-mobilenet,deeplabv3-resnet,wavenet")
     p.add_argument("--target", default="host")
-    p.add_argument("--out", default=None, help="append the table to this markdown file (BENCHMARKS.md)")
+    p.add_argument("--out", default=None, help="add the table at the top of this markdown file (BENCHMARKS.md)")
     args = p.parse_args(argv)
     preset = targets.get_target(args.target)
     models = [m for m in args.models.split(",") if m]

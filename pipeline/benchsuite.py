@@ -219,7 +219,7 @@ def main(argv=None) -> int:
                    help="other CPUs to build for and time here (default: znver3 on an AVX-512 machine; '' for none)")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench")
-    p.add_argument("--out", default=None, help="append the markdown table to this file (default: print only)")
+    p.add_argument("--out", default=None, help="add the markdown table at the top of this file (default: print only)")
     p.add_argument("--no-memory", action="store_true", help="skip the run-memory measurements")
     p.add_argument("--variant", default="", metavar="OPTION=VALUE",
                    help="add a column: untuned with one OptimizeOptions field changed (winograd=off, "
