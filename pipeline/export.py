@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,11 +47,24 @@ def _export(module, inputs: dict, output_names, path: Path, dynamo: bool) -> Non
     args = tuple(torch.from_numpy(v) for v in inputs.values())
     options = ({"external_data": False, "optimize": True, "verbose": False} if dynamo
                else {"opset_version": OPSET, "do_constant_folding": True})
-    with (torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(),
+    with (torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings(), _quiet_torch_logs(),
           contextlib.redirect_stdout(io.StringIO())):  # the dynamo exporter prints its progress
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(module, args, str(path), dynamo=dynamo, input_names=list(inputs),
                           output_names=list(output_names), **options)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """The dynamo exporter logs a warning for each torchvision op it cannot register (torchvision is not a
+    dependency) on every export; errors still reach the log."""
+    logger = logging.getLogger("torch.onnx")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _reason(err: Exception) -> str:
