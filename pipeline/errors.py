@@ -5,6 +5,18 @@ says what is wrong and how to fix it; the CLI prints it without a traceback and 
 """
 
 
+def message_lines(err: BaseException) -> list[str]:
+    """The non-empty lines of an exception's message, stripped (TVM's errors carry a C++ traceback before the
+    line that matters)."""
+    return [line.strip() for line in str(err).splitlines() if line.strip()]
+
+
+def first_line(err: BaseException) -> str:
+    """An exception's first line, or its type's name when it has no message."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class AtrousError(Exception):
     """Base class: a problem the user can fix. ``exit_code`` is what the CLI exits with."""
 
@@ -61,7 +73,7 @@ class CompilerBugError(AtrousError):
     exit_code = 4
 
     def __init__(self, stage: str, err: BaseException):
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = message_lines(err)
         detail = f"{type(err).__name__}: {lines[-1][:300]}" if lines else type(err).__name__
         super().__init__(f"internal compiler error while {stage} ({detail}); please report it with the model "
                          "and the traceback ATROUS_DEBUG=1 prints")

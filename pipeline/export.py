@@ -68,5 +68,7 @@ def _quiet_torch_logs():
 
 
 def _reason(err: Exception) -> str:
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    from .errors import message_lines
+
+    lines = message_lines(err)
     return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__

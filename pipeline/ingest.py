@@ -6,7 +6,7 @@ from pathlib import Path
 
 import onnx
 
-from .errors import InputMismatchError, InvalidModelError, UnsupportedOpError
+from .errors import InputMismatchError, InvalidModelError, UnsupportedOpError, message_lines
 from .fold import fold_constants
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
@@ -92,7 +92,7 @@ def to_relax(model: onnx.ModelProto, shapes: dict[str, tuple], source: str = "mo
     try:
         return from_onnx(model, shape_dict=dict(shapes), keep_params_in_input=False)
     except Exception as err:
-        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        lines = message_lines(err)
         raise InvalidModelError(f"{source}: TVM could not import the graph: "
                                 f"{lines[-1] if lines else type(err).__name__}") from err
 

@@ -19,7 +19,7 @@ import onnx
 from . import algorithms
 from . import artifact as art
 from .build import build, export
-from .errors import AtrousError, CompilerBugError, VerificationError
+from .errors import AtrousError, CompilerBugError, VerificationError, first_line
 from .export import Exported, export_onnx
 from .flops import kernel_flops
 from .ingest import load_onnx, to_relax
@@ -132,7 +132,7 @@ def reference_outputs(source: Source, onnx_path: Path) -> Reference:
     try:
         return Reference(onnxruntime_outputs(onnx_path, source.inputs), "onnxruntime")
     except Exception as err:  # noqa: BLE001 - ONNX Runtime's own refusal, kept as the reason
-        refused = _first_line(err)
+        refused = first_line(err)
     model = onnx.load(str(onnx_path))
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     try:
@@ -148,7 +148,7 @@ def reference_outputs(source: Source, onnx_path: Path) -> Reference:
     except Exception as err:  # noqa: BLE001
         onnx_path.with_name("reference.onnx").unlink(missing_ok=True)
         return Reference(None, "none", f"ONNX Runtime refused the graph ({refused}) and converting it to opset "
-                                       f"{REFERENCE_OPSET} failed ({_first_line(err)})")
+                                       f"{REFERENCE_OPSET} failed ({first_line(err)})")
 
 
 def _output_specs(mod, names) -> tuple:
@@ -272,15 +272,12 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
         try:
             ort = onnxruntime_outputs(artifact.onnx, inputs)
         except Exception as err:  # ORT has gaps of its own (e.g. dilated convs with auto_pad SAME_*)
-            notes.append(f"second reference onnxruntime could not run this graph: {_first_line(err)}")
+            notes.append(f"second reference onnxruntime could not run this graph: {first_line(err)}")
         else:
             checks += compare_all(actual, dict(zip(expected, ort.values())), preset.tolerance, "onnxruntime")
     return VerifyResult(artifact, checks, preset.tolerance, tuple(notes), where.label)
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def require_ok(result: VerifyResult) -> VerifyResult:

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import artifact as art
 from .device import RUN_TIMEOUT_S, Device, check_reachable, check_tracker
-from .errors import DeviceError
+from .errors import DeviceError, first_line
 from .runner import check_inputs
 
 
@@ -27,7 +27,7 @@ def connect(device: Device):
         try:
             return rpc.connect(device.host, device.port, key=device.key, session_timeout=RUN_TIMEOUT_S)
         except Exception as err:
-            raise DeviceError(f"RPC handshake with {device.label} failed: {_first_line(err)} "
+            raise DeviceError(f"RPC handshake with {device.label} failed: {first_line(err)} "
                               "(a wrong key, or not a TVM RPC server)") from None
     check_tracker(device)
     tracker = rpc.connect_tracker(device.host, device.port)
@@ -40,9 +40,6 @@ def connect(device: Device):
     return tracker.request(device.key, session_timeout=RUN_TIMEOUT_S, max_retry=3)
 
 
-def _first_line(err: Exception) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,
@@ -69,7 +66,7 @@ def _run(session, artifact: art.Artifact, meta: art.Meta, device: Device, ordere
         session.upload(str(artifact.library), "model.so")
         module = session.load_module("model.so")
     except Exception as err:
-        raise DeviceError(f"{device.label} could not load {artifact.library}: {_first_line(err)} (is the model "
+        raise DeviceError(f"{device.label} could not load {artifact.library}: {first_line(err)} (is the model "
                           f"compiled for that device's architecture? it targets {meta.target})") from None
     kind = meta.target_json.get("kind")
     dev = session.cuda(0) if kind == "cuda" else session.vulkan(0) if kind == "vulkan" else session.cpu(0)
