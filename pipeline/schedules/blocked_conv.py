@@ -5,7 +5,7 @@ NCHWc kernels: a tile of ``pixels`` neighbouring outputs x ``vectors`` channel v
 per input channel each pixel's input value is broadcast once and feeds ``vectors`` FMAs, each weight vector
 feeds ``pixels``. The loops, outermost first::
 
-    parallel(batch, output channel tiles, rows) . pixel tiles . input blocks . taps . input lanes
+    parallel(batch, output channel tiles, rows[, column runs]) . pixel tiles . input blocks . taps . input lanes
         . [pixels (unrolled) . channel vectors (unrolled) . lanes (vectorised)]
 
 * the tile comes from the ISA (isa.py: as many accumulators as the register file holds, evened out over the
@@ -16,6 +16,9 @@ feeds ``pixels``. The loops, outermost first::
 * a row the tile does not divide gets its last, shorter tile peeled off at build time
   (``pragma_loop_partition_hint``), so no tile carries a bounds check (with one, LLVM keeps the accumulators in
   memory);
+* when batch x channel tiles x rows give the cores too few tasks (a conv1d of 32 channels is one or two channel
+  tiles and no rows), a row's tiles are cut into runs that are tasks of their own, with a tile that divides the
+  row (plan_dense);
 * the epilogue (bias, activation, residual, a gate) is applied to the tile in registers as it is written back,
   whole vectors of channels at a time; zero padding is its own parallel, vectorised pass before the conv.
 
@@ -24,9 +27,11 @@ The sum of each output runs over input blocks, taps and lanes in the order the k
 
 from __future__ import annotations
 
+import math
+
 from tvm import tirx
 
-from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
+from .cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
 from .isa import conv_tiles, isa_of
 
 DENSE = ("conv2d_nchwc", "conv1d_nchwc", "winograd_product")  # the last: blocked Winograd's products
@@ -50,16 +55,45 @@ class BlockedConv(ReductionRule):
         width, blocks = _extent(sch, image[-1]), _extent(sch, kb)
         if not width or not blocks:
             return None
-        pixels, vectors = choose(sch, conv_tiles(isa_of(target), width, blocks), self.tunable)
-        return schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels, vectors)
+        tasks = _extent(sch, n) * math.prod(_extent(sch, row) for row in image[:-1])
+        cores = int(target.attrs.get("num-cores", 1))
+        pixels, vectors, runs = choose(sch, plan_dense(isa_of(target), width, blocks, tasks, cores), self.tunable)
+        return schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels, vectors, runs)
 
 
-def schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels: int, vectors: int):
+def plan_dense(isa, width: int, blocks: int, tasks: int, cores: int) -> list[tuple[int, int, int]]:
+    """(pixels, channel vectors, column runs) of each tile that fits (isa.conv_tiles) for a conv whose rows are
+    ``width`` pixels, ``blocks`` channel vectors, and ``tasks`` (batch x rows) to run in parallel besides the
+    channel tiles. Where channel tiles x ``tasks`` leave cores idle (a conv1d of 32 channels: one or two tasks),
+    the row's whole tiles are cut into runs, ``TASKS_PER_CORE`` per core, when the tile divides the row (a run
+    must end on a whole tile: the peeled last tile of runs cut from one row would write into the next run). The
+    default, first, is the tile of two or more channel vectors (isa.conv_tile says why) that keeps the most
+    accumulators busy on the most cores (accumulators x min(parallel tasks, cores)); on a tie the ISA's
+    default tile."""
+    plans = []
+    for pixels, vectors in conv_tiles(isa, width, blocks):
+        parallel = tasks * (blocks // vectors)
+        tiles = width // pixels if width % pixels == 0 else 0
+        runs = _runs(tiles, -(-TASKS_PER_CORE * cores // parallel)) if tiles else 1
+        plans.append((pixels, vectors, runs))
+    best = max(plans, key=lambda p: (p[1] > 1, p[0] * p[1] * min(tasks * (blocks // p[1]) * p[2], cores)))
+    return [best] + [p for p in plans if p != best]
+
+
+def _runs(tiles: int, wanted: int) -> int:
+    """The fewest runs, at least ``wanted``, that cut ``tiles`` tiles evenly (all of them when none does)."""
+    return next((d for d in range(1, tiles + 1) if tiles % d == 0 and d >= wanted), tiles)
+
+
+def schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels: int, vectors: int, runs: int = 1):
     """The loop nest of the module docstring for one tile; ``image`` is (rows, columns) or (columns,)."""
     width = _extent(sch, image[-1])
     kbo, kbi = sch.split(kb, [None, vectors])
     xo, xi = sch.split(image[-1], [None, pixels])
     rows = [n, kbo, *image[:-1]]
+    if runs > 1:  # whole tiles only (plan_dense): a run's last tile must not be a partial one
+        run, xo = sch.split(xo, [runs, None])
+        rows.append(run)
     sch.reorder(*rows, xo, *reduce, xi, kbi, lanes)
     outer = sch.fuse(*rows)
     for producer in sch.get_producers(main):  # a copy in place of padding (a 1x1 conv) is read directly

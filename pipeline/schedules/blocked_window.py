@@ -19,13 +19,10 @@ import math
 
 from tvm import tirx
 
-from .cpu import ReductionRule, _epilogue, _extent, _iter_kinds, choose
+from .cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, choose
 from .isa import balanced, isa_of
 
 MAX_TAPS = 64  # window sizes unrolled in full (a 7x7 depthwise conv, an 8x8 pool)
-# parallel tasks per core when the channel blocks are too few to give each core several whole planes (a task per
-# output row was measured 2x slower in a model than alone: its scratch row buffer was allocated per row)
-TASKS_PER_CORE = 8
 
 
 class BlockedWindow(ReductionRule):

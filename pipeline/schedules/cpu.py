@@ -27,6 +27,11 @@ F_TILE = 4  # output channels per register tile
 MAX_VECTOR = 64  # widest row vectorised in one piece (longer rows are split)
 
 
+# parallel tasks per core a kernel aims for when its natural parallel loop (channel blocks, rows) is too short:
+# the blocked kernels then cut rows or columns into runs (a task per output row was measured 2x slower in a model
+# than alone: its scratch row buffer was allocated per row)
+TASKS_PER_CORE = 8
+
 def _iter_kinds(sch, block) -> list[int]:
     return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
 
