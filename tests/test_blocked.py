@@ -139,15 +139,16 @@ class GatedConv1d(nn.Module):
 
 class ShortConv1d(nn.Module):
     """16 channels over 1024 steps: one or two channel tiles, so each conv's row of tiles is cut into runs that
-    run in parallel (a run's last tile must not write into the next run)."""
+    run in parallel (a run's last tile must not write into the next run), the depthwise one as well."""
 
     def __init__(self, channels=16):
         super().__init__()
         self.conv = nn.Conv1d(channels, channels, 3, padding=2, dilation=2)
+        self.depthwise = nn.Conv1d(channels, channels, 3, padding=4, dilation=4, groups=channels)
         self.res = nn.Conv1d(channels, channels, 1)
 
     def forward(self, x):
-        return x + self.res(torch.relu(self.conv(x)))
+        return x + self.res(torch.relu(self.depthwise(torch.relu(self.conv(x)))))
 
 
 CASES = {"padded_channels": (PaddedChannels, (1, 3, 37, 41)), "unsafe_on_padding": (UnsafeOnPadding, (2, 8, 13, 17)),
@@ -156,22 +157,25 @@ CASES = {"padded_channels": (PaddedChannels, (1, 3, 37, 41)), "unsafe_on_padding
 
 @pytest.mark.parametrize("mcpu", ["znver3", "znver4", "cortex-a76"])
 def test_a_conv1d_of_few_channel_tiles_runs_on_every_core(mcpu):
-    """A conv1d of one channel tile has no rows to share out: its tiles are cut into runs, and its parallel loop
-    has a task for every core (as it once had one for all of them)."""
+    """A conv1d of one channel tile, dense or depthwise, has no rows to share out: its tiles are cut into runs,
+    and its parallel loop has a task for every core (it once had one task for all of them)."""
     from tvm import te
 
     from pipeline.hot_loops import _scheduled, target_for
-    from pipeline.passes.blocked_kernels import dense
+    from pipeline.passes.blocked_kernels import dense, depthwise
 
     cores = 4
     target = tvm.target.Target({**target_for(mcpu).export(), "num-cores": cores})
     block = isa_of(target).block
     data = te.placeholder((1, 1, 1024, block), name="data")
-    weight = te.placeholder((1, 1, 1, block, block), name="weight")
-    conv = dense(data, weight, [1], [1], [0], [0], False, "conv1d_nchwc")
-    text = _scheduled([data, weight, conv], BlockedConv(), target).mod.script()
+    dense_weight = te.placeholder((1, 1, 1, block, block), name="weight")
+    conv = dense(data, dense_weight, [1], [1], [0], [0], False, "conv1d_nchwc")
+    text = _scheduled([data, dense_weight, conv], BlockedConv(), target).mod.script()
+    window_weight = te.placeholder((1, 1, 3, 1, block), name="weight")
+    conv = depthwise(data, window_weight, [1], [2], [2], [2], "depthwise_conv1d_nchwc")
+    text += _scheduled([data, window_weight, conv], BlockedWindow(), target).mod.script()
     extents = [int(e) for e in re.findall(r"T\.parallel\((\d+)\)", text)]
-    assert extents and min(extents) >= cores, f"{mcpu}: parallel loops {extents}"
+    assert len(extents) == 2 and min(extents) >= cores, f"{mcpu}: parallel loops {extents}"
 
 
 @pytest.mark.parametrize("mcpu", [None, "znver3"], ids=["native", "avx2"])

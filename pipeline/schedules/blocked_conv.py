@@ -32,7 +32,7 @@ import math
 from tvm import tirx
 
 from .cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
-from .isa import conv_tiles, isa_of
+from .isa import conv_tiles, even_runs, isa_of
 
 DENSE = ("conv2d_nchwc", "conv1d_nchwc", "winograd_product")  # the last: blocked Winograd's products
 
@@ -74,15 +74,10 @@ def plan_dense(isa, width: int, blocks: int, tasks: int, cores: int) -> list[tup
     for pixels, vectors in conv_tiles(isa, width, blocks):
         parallel = tasks * (blocks // vectors)
         tiles = width // pixels if width % pixels == 0 else 0
-        runs = _runs(tiles, -(-TASKS_PER_CORE * cores // parallel)) if tiles else 1
+        runs = even_runs(tiles, -(-TASKS_PER_CORE * cores // parallel)) if tiles else 1
         plans.append((pixels, vectors, runs))
     best = max(plans, key=lambda p: (p[1] > 1, p[0] * p[1] * min(tasks * (blocks // p[1]) * p[2], cores)))
     return [best] + [p for p in plans if p != best]
-
-
-def _runs(tiles: int, wanted: int) -> int:
-    """The fewest runs, at least ``wanted``, that cut ``tiles`` tiles evenly (all of them when none does)."""
-    return next((d for d in range(1, tiles + 1) if tiles % d == 0 and d >= wanted), tiles)
 
 
 def schedule_dense(sch, main, n, kb, image, lanes, reduce, pixels: int, vectors: int, runs: int = 1):

@@ -6,6 +6,8 @@ own, and the schedule's job is to keep the window's weight vectors and a row til
 
     parallel(batch, channel blocks, row runs) . rows . pixel tiles . taps . [pixels (unrolled) . lanes (vector)]
 
+(a 1-D window of few channel blocks: parallel over runs of whole tiles of its one row instead of row runs).
+
 The accumulators of ``pixels`` outputs stay in registers across the taps; the weight vector of a tap is loaded
 once per tile and feeds ``pixels`` FMAs. The tile is as wide as the registers allow next to the window's weights
 (isa.py); a last, shorter tile is peeled off the row at build time. A task's padded input rows are computed at
@@ -20,7 +22,7 @@ import math
 from tvm import tirx
 
 from .cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, choose
-from .isa import balanced, isa_of
+from .isa import balanced, even_runs, isa_of
 
 MAX_TAPS = 64  # window sizes unrolled in full (a 7x7 depthwise conv, an 8x8 pool)
 
@@ -44,19 +46,25 @@ class BlockedWindow(ReductionRule):
         width = _extent(sch, spatial[-2])
         if None in taps or not width or math.prod(taps) > MAX_TAPS:
             return None
-        pixels = choose(sch, window_tiles(isa, width, math.prod(taps) if _reads_weights(sch, main) else 0),
-                        self.tunable)
         n, cb, *image, lanes = spatial
+        planes = _extent(sch, n) * _extent(sch, cb)
+        wanted = -(-TASKS_PER_CORE * int(target.attrs.get("num-cores", 1)) // planes)
+        tiles = window_tiles(isa, width, math.prod(taps) if _reads_weights(sch, main) else 0)
+        if len(image) == 1 and wanted > 1:  # one row per plane: its tiles are cut into runs (blocked_conv)
+            tiles = _dividing_first(tiles, width)
+        pixels = choose(sch, tiles, self.tunable)
         xo, xi = sch.split(image[-1], [None, pixels])
         # a task is a run of rows of one channel block (a whole plane when there are planes enough for every
         # core): its padded input rows are computed once into scratch of its own, allocated once per task
-        planes = _extent(sch, n) * _extent(sch, cb)
         if len(image) == 2:
             height = _extent(sch, image[0])
-            chunks = min(height, -(-TASKS_PER_CORE * int(target.attrs.get("num-cores", 1)) // planes))
+            chunks = min(height, wanted)
             rows = max(d for d in range(1, height // chunks + 1) if height % d == 0)  # runs that divide the rows
             yo, yi = sch.split(image[0], [None, rows])
             tasks, inner = sch.fuse(n, cb, yo), [yi]
+        elif wanted > 1 and width % pixels == 0:  # a 1-D row: runs of whole tiles, as many tasks as wanted
+            run, xo = sch.split(xo, [even_runs(width // pixels, wanted), None])
+            tasks, inner = sch.fuse(n, cb, run), []
         else:
             tasks, inner = sch.fuse(n, cb), []
         sch.reorder(tasks, *inner, xo, *reduce, xi, lanes)
@@ -97,6 +105,12 @@ def window_tiles(isa, width: int, weights: int) -> list[int]:
         if balanced(width, limit) not in tiles:
             tiles.append(balanced(width, limit))
     return tiles
+
+
+def _dividing_first(tiles: list[int], width: int) -> list[int]:
+    """``tiles`` with the largest one that divides ``width`` (at least half the default) moved to the front."""
+    fits = [t for t in tiles if width % t == 0 and 2 * t >= tiles[0]]
+    return tiles if not fits or fits[0] == tiles[0] else [max(fits)] + [t for t in tiles if t != max(fits)]
 
 
 def _limit(isa, weights: int) -> int:

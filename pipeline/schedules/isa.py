@@ -109,3 +109,9 @@ def conv_tile(isa: VectorISA, width: int, channel_blocks: int) -> tuple[int, int
         if best is None or key > best[0]:
             best = (key, (pixels, vectors))
     return best[1]
+
+
+def even_runs(tiles: int, wanted: int) -> int:
+    """The fewest runs, at least ``wanted``, that cut ``tiles`` tiles evenly (all of them when none does): how a
+    kernel whose natural parallel loop is too short shares a row of tiles out to the cores."""
+    return next((d for d in range(1, tiles + 1) if tiles % d == 0 and d >= wanted), tiles)
