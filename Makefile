@@ -5,6 +5,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 MODEL  ?= deeplabv3-mobilenet
 PRESET ?= standard
+# MODEL: a zoo name, an .onnx or .pt2 file, or FILE.py:FUNCTION returning an nn.Module (then INPUT_SHAPE=x:1x3x512x512)
+INPUT_SHAPE ?=
+MODEL_ARGS = $(MODEL) --preset $(PRESET) $(if $(INPUT_SHAPE),--input-shape $(INPUT_SHAPE))
 TARGET ?= host
 PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
@@ -25,6 +28,7 @@ all: run
 
 help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
+	@echo "           MODEL=file.py:make_model INPUT_SHAPE=x:1x3x512x512     your own nn.Module (or MODEL=model.pt2)"
 	@echo "make test  [PYTEST_ARGS=...] [TEST_WORKERS=auto|N]                   run the test suite (one worker per core)"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
@@ -43,18 +47,25 @@ help:
 	@echo "make list                                                           zoo models and targets"
 	@echo "make clean                                                          remove build/"
 
-# Debian packages: a C++ compiler links model libraries, CMake builds the on-device runtime, and the aarch64
-# cross compiler plus qemu-user build and run ARM targets here (tests verify every zoo model under qemu);
-# ssh copies bundles to boards. llvm-mca (llvm-19) estimates the kernels' hot loops on CPUs this machine is not
-# (make bench-isa, tests/test_isa.py). The Vulkan backend compiles shaders with glslang and spirv-tools, builds its
-# runtime against the Vulkan headers, and tests run on Mesa's lavapipe (a CPU Vulkan device). Each entry is
-# command-or-file:package.
-SYSDEPS := c++:g++ cmake:cmake aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user file:file \
-           ssh:openssh-client glslangValidator:glslang-tools spirv-val:spirv-tools llvm-mca-19:llvm-19 \
-           /usr/include/vulkan/vulkan.h:libvulkan-dev \
-           /usr/share/vulkan/icd.d/lvp_icd.$(shell uname -m).json:mesa-vulkan-drivers
-sysdeps:
-	@missing=""; for pair in $(SYSDEPS); do what=$${pair%%:*}; \
+# Debian packages, per device family, each installed when a target of that family is first used (make test
+# installs them all). Each entry is command-or-file:package. host: a C++ compiler links model libraries and CMake
+# builds the on-device runtime; arm: the aarch64 cross compiler plus qemu-user build and run ARM targets here,
+# ssh copies bundles to boards; vulkan: glslang and spirv-tools compile shaders, the runtime builds against the
+# Vulkan headers, and Mesa's lavapipe is a CPU Vulkan device to verify on; isa: llvm-mca (llvm-19) estimates the
+# kernels' hot loops on CPUs this machine is not (make bench-isa, tests/test_isa.py).
+SYSDEPS_host := c++:g++ cmake:cmake file:file
+SYSDEPS_arm := aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user ssh:openssh-client
+SYSDEPS_cuda := ssh:openssh-client
+SYSDEPS_vulkan := glslangValidator:glslang-tools spirv-val:spirv-tools /usr/include/vulkan/vulkan.h:libvulkan-dev \
+                  /usr/share/vulkan/icd.d/lvp_icd.$(shell uname -m).json:mesa-vulkan-drivers
+SYSDEPS_isa := llvm-mca-19:llvm-19
+SYSDEPS_all := $(SYSDEPS_arm) $(SYSDEPS_vulkan) $(SYSDEPS_isa)
+family = $(if $(filter $(1),$(ARM_DEVICES)),arm,$(if $(filter $(1),$(CUDA_DEVICES)),cuda,$(if \
+         $(filter $(1),$(VULKAN_DEVICES)),vulkan,host)))
+
+sysdeps: sysdeps-all
+sysdeps-%:
+	@missing=""; for pair in $(sort $(SYSDEPS_host) $(SYSDEPS_$*)); do what=$${pair%%:*}; \
 	  if [ "$${what#/}" != "$$what" ]; then [ -e "$$what" ]; else command -v $$what >/dev/null; fi \
 	  || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
@@ -70,14 +81,15 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps -e .
 	touch $@
 
-venv: $(STAMP) sysdeps
+venv: $(STAMP) sysdeps-host
 
-run: venv
-	$(BIN)/atrous run $(MODEL) --preset $(PRESET) --target $(TARGET)
+run: venv sysdeps-$(call family,$(TARGET))
+	$(BIN)/atrous run $(MODEL_ARGS) --target $(TARGET)
 
 # Tuning is resumable: an interrupted run keeps its records and a re-run tops every kernel up to TRIALS.
 tune-%: venv
-	$(BIN)/atrous tune $(MODEL) --preset $(PRESET) --target $* --trials $(TRIALS)
+	@$(MAKE) --no-print-directory sysdeps-$(call family,$*)
+	$(BIN)/atrous tune $(MODEL_ARGS) --target $* --trials $(TRIALS)
 
 # Only the direct-vs-Winograd choice of each wide 3x3 conv (minutes per model), for MODELS (default: MODEL).
 algorithms-%: venv
@@ -88,61 +100,61 @@ algorithms-%: venv
 MODELS ?=
 # On an AVX-512 machine it also times the AVX2 (znver3) build; MCPUS=a,b names other CPUs (MCPUS= for none).
 bench: venv
-	$(BIN)/python -m pipeline.benchsuite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) \
+	$(BIN)/python -m atrous.pipeline.bench.suite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) \
 		$(if $(filter-out undefined,$(origin MCPUS)),--mcpus "$(MCPUS)") --out BENCHMARKS.md
 
 # The kernels' hot loops built for znver3, znver4, skylake-avx512, cortex-a72/a76 and estimated by llvm-mca.
-bench-isa: venv
-	$(BIN)/python -m pipeline.benchisa --out BENCHMARKS.md
+bench-isa: venv sysdeps-isa
+	$(BIN)/python -m atrous.pipeline.bench.isa --out BENCHMARKS.md
 
 # Each 1x1 conv kernel PixelConv takes, alone, against the same conv with pixel_conv=false; to BENCHMARKS.md.
 bench-pointwise: venv
-	$(BIN)/python -m pipeline.benchpointwise $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
+	$(BIN)/python -m atrous.pipeline.bench.pointwise $(if $(MODELS),--models $(MODELS)) --out BENCHMARKS.md
 
 # The dilated ASPP convs alone, with and without the dilation-aware rewrites, added to BENCHMARKS.md.
 bench-layers: venv
-	$(BIN)/python -m pipeline.benchlayers --out BENCHMARKS.md
+	$(BIN)/python -m atrous.pipeline.bench.layers --out BENCHMARKS.md
 
 # The same layers tuned with TRIALS MetaSchedule trials each: atrous (rewritten) vs stock TVM, equal budget.
 LAYERS ?=
 bench-layers-tuned: venv
-	$(BIN)/python -m pipeline.benchlayers --tuned $(TRIALS) $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
+	$(BIN)/python -m atrous.pipeline.bench.layers --tuned $(TRIALS) $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
 
 # The backbones' 3x3 convs (ResNet-50, dilated VGG-16): direct vs Winograd F(2x2) / F(4x4).
 bench-layers-winograd: venv
-	$(BIN)/python -m pipeline.benchlayers --winograd $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
+	$(BIN)/python -m atrous.pipeline.bench.layers --winograd $(if $(LAYERS),--layers $(LAYERS)) --out BENCHMARKS.md
 
 # ARM boards: cross-compile, package build/<model>/<device>/bundle, and verify under qemu (or on DEVICE).
-$(ARM_DEVICES): venv
-	$(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE))
+$(ARM_DEVICES): venv sysdeps-arm
+	$(BIN)/atrous verify $(MODEL_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE))
 
 # NVIDIA GPUs: compile (device code by NVRTC, no GPU needed) and bundle; verify runs where the GPU is: this
 # machine for x86_64 cards (a clear error if it has none), DEVICE=ssh://... for a Jetson.
-$(CUDA_DEVICES): venv
-	$(BIN)/atrous compile $(MODEL) --preset $(PRESET) --target $@ --bundle
+$(CUDA_DEVICES): venv sysdeps-cuda
+	$(BIN)/atrous compile $(MODEL_ARGS) --target $@ --bundle
 	@if [ -n "$(DEVICE)" ] || { [ "$@" != jetson-orin ] && [ "$@" != jetson-xavier ] && [ -e /dev/nvidiactl ]; }; then \
-	  $(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
+	  $(BIN)/atrous verify $(MODEL_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
 	else echo "no GPU for $@ here: copy the bundle to the device and run ./run.sh (or make gpu-pack GPU=$@)"; fi
 
 # Vulkan GPUs: vulkan-desktop compiles and verifies on this machine's Vulkan device (lavapipe if nothing else);
 # the phone/board GPUs are cross-compiled and bundled, and verified on DEVICE=ssh://... when given.
-$(VULKAN_DEVICES): venv
+$(VULKAN_DEVICES): venv sysdeps-vulkan
 	@if [ "$@" = vulkan-desktop ] || [ -n "$(DEVICE)" ]; then \
-	  $(BIN)/atrous verify $(MODEL) --preset $(PRESET) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
-	else $(BIN)/atrous compile $(MODEL) --preset $(PRESET) --target $@ --bundle; \
+	  $(BIN)/atrous verify $(MODEL_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
+	else $(BIN)/atrous compile $(MODEL_ARGS) --target $@ --bundle; \
 	  echo "copy the bundle to the $@ device and run ./run.sh there (or pass DEVICE=ssh://user@host)"; fi
 
 # The GPU check: zoo bundles + runtime/gpu_check.py in build/gpu-check/<target>, run with plain Python + PyTorch
 # on the GPU machine (python3 gpu_check.py), which writes results.md.
 GPU ?= h100
 GPU_PRESET ?= tiny
-gpu-pack: venv
-	$(BIN)/python -m pipeline.gpupack --target $(GPU) $(if $(MODELS),--models $(MODELS)) --preset $(GPU_PRESET)
+gpu-pack: venv sysdeps-cuda
+	$(BIN)/python -m atrous.pipeline.devices.gpupack --target $(GPU) $(if $(MODELS),--models $(MODELS)) --preset $(GPU_PRESET)
 
 runtime-host: venv
 	$(BIN)/atrous runtime
 
-runtime-aarch64: venv
+runtime-aarch64: venv sysdeps-arm
 	$(BIN)/atrous runtime --arch aarch64
 
 list: venv
@@ -156,12 +168,12 @@ N ?= 200
 SEED ?= 0
 ALSO ?= rpi4,vulkan-desktop
 SHARE ?= 0.05
-fuzz: venv
-	$(BIN)/python -m pipeline.fuzz --examples $(N) --seed $(SEED) --workers $(shell nproc) --also $(ALSO) \
+fuzz: venv sysdeps-all
+	$(BIN)/python -m atrous.pipeline.fuzz --examples $(N) --seed $(SEED) --workers $(shell nproc) --also $(ALSO) \
 	  --share $(SHARE)
 
 # One pytest-xdist worker per core; work stealing keeps both busy to the end (the slow end-to-end cases vary a lot).
-test: venv
+test: venv sysdeps-all
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15 $(PYTEST_ARGS)
 
 clean:

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import ConvBNAct, MobileNetV2, ResNet, resize, static_hw
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.backbones import ConvBNAct, MobileNetV2, ResNet, resize, static_hw
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 BASE_RATES = (6, 12, 18)  # at output stride 16 (section 3.3)
 

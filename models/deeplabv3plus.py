@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .backbones import ConvBNAct, ResNet, resize, static_hw
-from .deeplabv3 import ASPP, aspp_rates
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.backbones import ConvBNAct, ResNet, resize, static_hw
+from atrous.models.deeplabv3 import ASPP, aspp_rates
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 
 class Decoder(nn.Module):

@@ -15,9 +15,9 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from .backbones import ResNet
-from .instancefcn import cell_index
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.backbones import ResNet
+from atrous.models.instancefcn import cell_index
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 
 class FCIS(nn.Module):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .backbones import VGG16, resize, static_hw
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.backbones import VGG16, resize, static_hw
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 
 class AtrousFCN(nn.Module):

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 from torch import nn
 
-from .backbones import VGG16
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.backbones import VGG16
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 
 class InstanceFCN(nn.Module):

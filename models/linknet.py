@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from .backbones import ResNet
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.backbones import ResNet
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 
 class UpConvBNReLU(nn.Sequential):

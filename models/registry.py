@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from pipeline.errors import UnknownNameError
+from atrous.pipeline.errors import UnknownNameError
 
-from .weights import initialise
+from atrous.models.weights import initialise
 
 
 @dataclass(frozen=True)

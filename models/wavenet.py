@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import ModelPreset, ZooModel, register
+from atrous.models.registry import ModelPreset, ZooModel, register
 
 
 class CausalConv1d(nn.Conv1d):

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import tvm
 
-from .errors import AtrousError, ToolchainError
-from .signature import write_signature_source
-from .tir_walk import statements
+from atrous.pipeline.errors import AtrousError, ToolchainError
+from atrous.pipeline.signature import write_signature_source
+from atrous.pipeline.tir_walk import statements
 
 
 def linker_for(preset) -> str:
@@ -24,17 +24,17 @@ def linker_for(preset) -> str:
 
 def build(mod: tvm.IRModule, preset, device_dir: Path | None = None):
     """Compile an optimized module for the preset's target; returns the Relax executable. For GPU targets the
-    device code is compiled ahead of time (CUDA: pipeline/cuda.py, Vulkan: pipeline/vulkan/) and kept in
+    device code is compiled ahead of time (CUDA: pipeline/devices/cuda.py, Vulkan: pipeline/devices/vulkan/) and kept in
     ``device_dir`` when given."""
     target = preset.tvm_target()
     kind = target.kind.name
     config = {}
     if kind == "cuda":
-        from .cuda import compiling_for
+        from atrous.pipeline.devices.cuda import compiling_for
 
         device_code = compiling_for(str(target.attrs["arch"]), preset.name)
     elif kind == "vulkan":
-        from .vulkan.backend import compiling_for
+        from atrous.pipeline.devices.vulkan.backend import compiling_for
 
         device_code = compiling_for(preset.name)
         # the GLSL generator writes scalar code: loops a schedule vectorised (dlight's GEMV) stay loops

@@ -1,4 +1,4 @@
-"""``atrous``: compile, verify, bench and list. A thin layer over ``pipeline.interface``."""
+"""``atrous``: compile, verify, bench and list. A thin layer over ``interface``."""
 
 from __future__ import annotations
 
@@ -9,23 +9,25 @@ import sys
 import time
 import traceback
 
-from .errors import AtrousError
+from atrous.pipeline.errors import AtrousError
 
 DEFAULT_MODEL = "deeplabv3-mobilenet"
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """What names a model on a device: shared by every command that takes a model."""
-    from .source import parse_shapes
+    from atrous.pipeline.source import parse_shapes
 
-    p.add_argument("model", help="zoo model name (atrous list models) or path to an .onnx file")
+    p.add_argument("model", help="zoo model name (atrous list models), an .onnx file, a torch.export .pt2 file, or "
+                                 "FILE.py:FUNCTION returning an nn.Module (with --input-shape)")
     p.add_argument("--target", default="host", help="device preset (atrous list targets); default: host")
     p.add_argument("--mcpu", default=None, metavar="CPU",
                    help="CPU targets: build for this LLVM CPU instead of the preset's (e.g. znver3, skylake-avx512, "
                         "cortex-a76); its own build directory and tuning database")
     p.add_argument("--preset", default="standard", help="zoo model size preset: tiny or standard")
     p.add_argument("--input-shape", type=parse_shapes, default=None, metavar="NAME:1x3xHxW,...",
-                   help="fix input shapes of an ONNX file with dynamic dimensions")
+                   help="input shapes: of a FILE.py:FUNCTION module (required), or dynamic dimensions of an ONNX "
+                        "file or .pt2 program")
     p.add_argument("--seed", type=int, default=0, help="seed of example inputs and zoo weights")
     p.add_argument("--database", default=None, metavar="DIR",
                    help="tuning database (default: the target's committed one, targets/tuning/<device>/<cpu>)")
@@ -50,7 +52,7 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
 def _options(args, preset):
     from pathlib import Path
 
-    from .optimize import OptimizeOptions
+    from atrous.pipeline.optimize import OptimizeOptions
 
     if args.winograd in ("2", "4") and preset.tvm_target().kind.name != "llvm":
         raise AtrousError(f"--winograd {args.winograd} rewrites convs for CPU targets; '{preset.name}' is a "
@@ -61,9 +63,9 @@ def _options(args, preset):
 def _compile(args):
     from pathlib import Path
 
-    import targets
-    from . import source
-    from .interface import CompileArgs, compile_model
+    from atrous import targets
+    from atrous.pipeline import source
+    from atrous.pipeline.interface import CompileArgs, compile_model
 
     preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
@@ -72,7 +74,7 @@ def _compile(args):
                                          args.force, _options(args, preset), tuned=not args.untuned,
                                          exporter=args.exporter))
     if args.bundle or not preset.runs_here:  # the bundle is what goes to a device that is not this machine
-        from .bundle import make_bundle
+        from atrous.pipeline.devices.bundle import make_bundle
 
         make_bundle(artifact, preset.tolerance)
     return src, preset, artifact, time.perf_counter() - start
@@ -84,7 +86,7 @@ def _tuning_line(meta) -> str:
     else:
         line = (f"tuned {meta.tuned_tasks}/{meta.total_tasks} kernels from {meta.database}"
                 f" ({meta.total_tasks - meta.tuned_tasks} fell back to default schedules)")
-    from .algorithms import summary_text
+    from atrous.pipeline.tuning.algorithm_table import summary_text
 
     line += "\n" + _rewrites_line(meta.options)
     if meta.exporter_fallback:
@@ -133,7 +135,7 @@ def _print_device_code(artifact, preset) -> None:
 
 
 def _print_bundle(artifact) -> None:
-    from .bundle import bundle_dir
+    from atrous.pipeline.devices.bundle import bundle_dir
 
     tar = artifact.root / "bundle.tar.gz"
     if bundle_dir(artifact).is_dir() and tar.is_file():
@@ -144,9 +146,9 @@ def _print_bundle(artifact) -> None:
 def cmd_tune(args) -> int:
     from pathlib import Path
 
-    import targets
-    from . import source
-    from .tune import TuneArgs, tune_model
+    from atrous import targets
+    from atrous.pipeline import source
+    from atrous.pipeline.tuning.tune import TuneArgs, tune_model
 
     preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
@@ -158,8 +160,8 @@ def cmd_tune(args) -> int:
         raise AtrousError(f"tuning for '{preset.name}' measures candidates on its GPU, and this machine has no "
                           "NVIDIA GPU driver; tune on the GPU machine, or pass --device tracker://HOST:PORT/KEY")
     if args.device or not (preset.runs_here or local_gpu):
-        from .device import parse_device
-        from .measure import device_measurement
+        from atrous.pipeline.devices.address import parse_device
+        from atrous.pipeline.tuning.measure import device_measurement
 
         if not args.device:
             raise AtrousError(f"'{preset.name}' does not run here, so tuning must measure on the board: pass "
@@ -181,8 +183,8 @@ def _checks_json(result) -> list[dict]:
 
 
 def cmd_verify(args) -> int:
-    from .interface import require_ok, verify_model
-    from .verify import report
+    from atrous.pipeline.interface import require_ok, verify_model
+    from atrous.pipeline.verify import report
 
     src, preset, artifact, _ = _compile(args)
     result = verify_model(artifact, preset, device=args.device)
@@ -206,7 +208,7 @@ def _timing_problem(preset) -> str | None:
         return (f"this machine cannot run '{preset.name}' natively (emulated timings mean nothing); "
                 f"run {where} instead")
     if preset.family == "vulkan":
-        from .vulkan.backend import device_info
+        from atrous.pipeline.devices.vulkan.backend import device_info
 
         device = device_info()
         if device.get("type") == "cpu":
@@ -222,8 +224,8 @@ def _require_local(preset, job: str) -> None:
 
 
 def cmd_bench(args) -> int:
-    import targets
-    from .bench import bench, table
+    from atrous import targets
+    from atrous.pipeline.bench.compare import bench, table
 
     _require_local(targets.get_target(args.target, args.mcpu), "bench")  # before compiling: say so at once
     src, preset, artifact, _ = _compile(args)
@@ -239,9 +241,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    import targets
-    from .profile import profile
-    from .runner import CompiledModel
+    from atrous import targets
+    from atrous.pipeline.bench.profile import profile
+    from atrous.pipeline.runner import CompiledModel
 
     _require_local(targets.get_target(args.target, args.mcpu), "profile")
     src, preset, artifact, _ = _compile(args)
@@ -249,7 +251,7 @@ def cmd_profile(args) -> int:
     result = profile(model, artifact.load_golden()[0], args.repeat)
     threads, peak = model.threads, None
     if preset.family == "cpu":  # the yardstick for GFLOP/s: the FMA units of as many cores as the kernels used
-        from .peak import fma_peak
+        from atrous.pipeline.bench.peak import fma_peak
 
         peak = fma_peak(threads)
     if args.json:
@@ -264,9 +266,9 @@ def cmd_profile(args) -> int:
 
 def cmd_run(args) -> int:
     """The main job: compile, verify and bench the model, with one report."""
-    from .bench import bench, table
-    from .interface import require_ok, verify_model
-    from .verify import report
+    from atrous.pipeline.bench.compare import bench, table
+    from atrous.pipeline.interface import require_ok, verify_model
+    from atrous.pipeline.verify import report
 
     src, preset, artifact, seconds = _compile(args)
     result = verify_model(artifact, preset, device=args.device)
@@ -291,7 +293,7 @@ def cmd_run(args) -> int:
 def cmd_runtime(args) -> int:
     from pathlib import Path
 
-    from .runtime_build import build_runtime
+    from atrous.pipeline.devices.runtime_build import build_runtime
 
     runtime = build_runtime(args.arch, Path(args.build_dir) if args.build_dir else None)
     sizes = runtime.size_bytes()
@@ -306,7 +308,7 @@ def cmd_runtime(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from .listing import list_models, list_targets
+    from atrous.pipeline.listing import list_models, list_targets
 
     rows = list_models(args.json) if args.what == "models" else list_targets(args.json)
     print(json.dumps(rows, indent=2) if args.json else rows)

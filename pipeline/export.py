@@ -16,6 +16,10 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import onnx
+
+from atrous.pipeline.ingest import load_onnx
+
 OPSET = 17  # the TorchScript exporter's opset (the dynamo exporter picks its own, the latest it supports)
 EXPORTERS = ("dynamo", "torchscript")
 
@@ -68,7 +72,24 @@ def _quiet_torch_logs():
 
 
 def _reason(err: Exception) -> str:
-    from .errors import message_lines
+    from atrous.pipeline.errors import message_lines
 
     lines = message_lines(err)
     return f"{type(err).__name__}: {lines[0][:200]}" if lines else type(err).__name__
+
+
+def write_onnx(source, path: Path, exporter: str = "dynamo") -> Exported:
+    """The model as one self-contained ONNX file at ``path``: a user's file copied (weights stored beside it, as
+    the dynamo exporter and large models do, brought inside; over protobuf's 2 GB, beside the copy), a PyTorch
+    module exported."""
+    if source.onnx_path is None:
+        return export_onnx(source.module(), source.inputs, source.output_names, path, exporter)
+    model = load_onnx(source.onnx_path)  # reads external data from beside the file
+    if model.ByteSize() < PROTOBUF_LIMIT:
+        onnx.save(model, str(path))
+    else:
+        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
+    return Exported(path, "file")
+
+
+PROTOBUF_LIMIT = 2_000_000_000  # bytes: protobuf's limit for one message

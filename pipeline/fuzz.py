@@ -354,11 +354,11 @@ def check(model: onnx.ModelProto, shape, target: str = "host", build_root: Path 
     """Compile ``model`` for ``target`` and compare with ONNX Runtime; raises on a crash or a mismatch."""
     import onnxruntime as ort
 
-    import targets
-    from . import artifact as art
-    from . import source
-    from .errors import AtrousError, CompilerBugError, VerificationError
-    from .interface import CompileArgs, compile_model, require_ok, verify_model
+    from atrous import targets
+    from atrous.pipeline import artifact as art
+    from atrous.pipeline import source
+    from atrous.pipeline.errors import AtrousError, CompilerBugError, VerificationError
+    from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
 
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.onnx"
@@ -401,7 +401,7 @@ def _closer_to_float64(model: onnx.ModelProto, artifact, x: np.ndarray, theirs: 
     outputs ``theirs`` are."""
     from onnx.reference import ReferenceEvaluator
 
-    from .runner import CompiledModel
+    from atrous.pipeline.runner import CompiledModel
 
     try:
         exact = ReferenceEvaluator(_in_float64(model)).run(None, {"x": x.astype(np.float64)})
@@ -507,7 +507,7 @@ def run(examples: int, seed: int, corpus: Path = CORPUS, stats: Counter | None =
 
 
 def _last_line(err: BaseException) -> str:
-    from .errors import message_lines
+    from atrous.pipeline.errors import message_lines
 
     lines = message_lines(err)
     return lines[-1][:120] if lines else ""
@@ -532,7 +532,7 @@ def report(stats: Counter) -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.fuzz", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atrous.pipeline.fuzz", description=__doc__.splitlines()[0])
     p.add_argument("--examples", type=int, default=100, help="graphs to check (Hypothesis max_examples)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=1,
@@ -565,7 +565,7 @@ def main(argv=None) -> int:
 
 
 def _targets(names: str) -> tuple[str, ...]:
-    import targets
+    from atrous import targets
 
     chosen = tuple(n for n in names.split(",") if n)
     for name in chosen:
@@ -578,7 +578,7 @@ def _parallel(args) -> int:
     import subprocess
 
     share = -(-args.examples // args.workers)
-    procs = [subprocess.Popen([sys.executable, "-m", "pipeline.fuzz", "--examples", str(share), "--seed",
+    procs = [subprocess.Popen([sys.executable, "-m", "atrous.pipeline.fuzz", "--examples", str(share), "--seed",
                                str(args.seed + k), "--corpus", args.corpus, "--json", "--also", args.also,
                                "--share", str(args.share),
                                *(["--survey"] if args.survey else [])], stdout=subprocess.PIPE,

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import onnx
 
-from .errors import InputMismatchError, InvalidModelError, UnsupportedOpError, message_lines
-from .fold import fold_constants
+from atrous.pipeline.errors import InputMismatchError, InvalidModelError, UnsupportedOpError, message_lines
+from atrous.pipeline.fold import fold_constants
 
 _ONNX_DTYPES = {onnx.TensorProto.FLOAT: "float32", onnx.TensorProto.FLOAT16: "float16",
                 onnx.TensorProto.DOUBLE: "float64", onnx.TensorProto.INT64: "int64",

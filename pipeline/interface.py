@@ -16,20 +16,21 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from . import algorithms
-from . import artifact as art
-from .build import build, export
-from .errors import AtrousError, CompilerBugError, VerificationError, first_line
-from .export import Exported, export_onnx
-from .flops import kernel_flops
-from .ingest import load_onnx, to_relax
-from .optimize import OptimizeOptions, apply_schedules, lower
-from .reference import onnxruntime_outputs, pytorch_outputs
-from .schedules.guard import collect_failures
-from .device import parse_device, run_on_device
-from .signature import signature_text
-from .source import Source
-from .verify import OutputCheck, compare_all
+from atrous.pipeline.tuning import algorithm_table
+from atrous.pipeline import artifact as art
+from atrous.pipeline.build import build, export
+from atrous.pipeline.errors import AtrousError, CompilerBugError, VerificationError, first_line
+from atrous.pipeline.export import write_onnx
+from atrous.pipeline.flops import kernel_flops
+from atrous.pipeline.ingest import load_onnx, to_relax
+from atrous.pipeline.optimize import OptimizeOptions, apply_schedules, lower
+from atrous.pipeline.reference import onnxruntime_outputs, pytorch_outputs
+from atrous.pipeline.schedules.guard import collect_failures
+from atrous.pipeline.devices.address import parse_device
+from atrous.pipeline.devices.device import run_on_device
+from atrous.pipeline.signature import signature_text
+from atrous.pipeline.source import Source
+from atrous.pipeline.verify import OutputCheck, compare_all
 
 
 @dataclass(frozen=True)
@@ -71,8 +72,13 @@ def code_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions, exporter: str = "") -> str:
+def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions, exporter: str = "",
+                inputs: dict | None = None) -> str:
+    """What an artifact was built from: the graph, the input shapes it was imported at (a graph with dynamic
+    dimensions compiles to a different model for each), the compiler, the target, the options, the database."""
     digest = hashlib.sha256(onnx_path.read_bytes())
+    for name, value in (inputs or {}).items():
+        digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
     digest.update(code_digest().encode())
     digest.update(exporter.encode())
     digest.update(json.dumps(target_json, sort_keys=True).encode())
@@ -82,23 +88,6 @@ def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions, ex
         for record in sorted(Path(options.database).glob("*.json")):
             digest.update(record.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def write_onnx(source: Source, path: Path, exporter: str = "dynamo") -> Exported:
-    """The model as one self-contained ONNX file at ``path``: a user's file copied (weights stored beside it, as
-    the dynamo exporter and large models do, brought inside; over protobuf's 2 GB, beside the copy), a PyTorch
-    module exported."""
-    if source.onnx_path is None:
-        return export_onnx(source.module(), source.inputs, source.output_names, path, exporter)
-    model = load_onnx(source.onnx_path)  # reads external data from beside the file
-    if model.ByteSize() < PROTOBUF_LIMIT:
-        onnx.save(model, str(path))
-    else:
-        onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data")
-    return Exported(path, "file")
-
-
-PROTOBUF_LIMIT = 2_000_000_000  # bytes: protobuf's limit for one message
 
 
 @contextlib.contextmanager
@@ -160,7 +149,7 @@ def _output_specs(mod, names) -> tuple:
 
 def tuning_database(args: CompileArgs) -> Path | None:
     """The tuning database ``compile`` applies: the one given, else the preset's committed one, if it exists."""
-    from .tune import check_database, has_database
+    from atrous.pipeline.tuning.database import check_database, has_database
 
     if not args.tuned:
         return None
@@ -175,7 +164,7 @@ def tuning_database(args: CompileArgs) -> Path | None:
 
 def compile_model(args: CompileArgs) -> art.Artifact:
     """Compile ``args.source`` for ``args.target`` into ``build/<model>/<target>/`` and return the artifact."""
-    from .tune import tuned_task_count
+    from atrous.pipeline.tuning.database import tuned_task_count
 
     source, preset = args.source, args.target
     final = art.artifact_dir(source.name, preset.name, args.build_root)
@@ -184,7 +173,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         exported = write_onnx(source, staging.path / "model.onnx", args.exporter)
         onnx_path = exported.path
         target_json = preset.target_dict()
-        key = fingerprint(onnx_path, target_json, options, exported.exporter)
+        key = fingerprint(onnx_path, target_json, options, exported.exporter, source.inputs)
         existing = art.Artifact(final)
         if not args.force and existing.exists() and existing.meta().fingerprint == key:
             return existing
@@ -193,7 +182,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
             mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
         with stage("optimizing the graph"):
             mod = lower(mod, preset.tvm_target(), options)
-            winograd = algorithms.summary(mod, options.database if options.winograd == "auto" else None)
+            winograd = algorithm_table.summary(mod, options.database if options.winograd == "auto" else None)
             tuned, total = tuned_task_count(mod, preset, options.database)
         with collect_failures() as failures, stage("scheduling the kernels"):
             mod = apply_schedules(mod, preset.tvm_target(), options)
@@ -276,8 +265,6 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
         else:
             checks += compare_all(actual, dict(zip(expected, ort.values())), preset.tolerance, "onnxruntime")
     return VerifyResult(artifact, checks, preset.tolerance, tuple(notes), where.label)
-
-
 
 
 def require_ok(result: VerifyResult) -> VerifyResult:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def model_rows() -> list[dict]:
-    from models import MODELS, count_flops
-    from models.flops import count_params
+    from atrous.models import MODELS, count_flops
+    from atrous.models.flops import count_params
 
     import torch
 
@@ -35,13 +35,13 @@ def list_models(as_json: bool = False):
 
 
 def _models():
-    from models import MODELS
+    from atrous.models import MODELS
 
     return MODELS
 
 
 def list_targets(as_json: bool = False):
-    from targets import TARGETS
+    from atrous.targets import TARGETS
 
     rows = [{"target": p.name, "family": p.family, "status": p.status, "arch": p.runtime_arch,
              "summary": p.summary} for p in TARGETS.values()]

@@ -9,10 +9,12 @@ from pathlib import Path
 import tvm
 from tvm import relax
 
-from .passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
-                     PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
-from .passes.winograd import threshold
-from .schedules.narrow import NarrowCPUKernels
+from atrous.pipeline.tuning.algorithm_table import Table
+from atrous.pipeline.tuning.database import read_database
+from atrous.pipeline.passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
+                                    PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
+from atrous.pipeline.passes.winograd import threshold
+from atrous.pipeline.schedules.narrow import NarrowCPUKernels
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,6 @@ def winograd_choice(options: OptimizeOptions):
     if options.winograd == "off":
         return None
     if options.winograd == "auto":
-        from .algorithms import Table
-
         return Table.load(options.database).chooser(blocked=options.blocked_layout)
     return threshold(int(options.winograd), options.winograd_min_channels)
 
@@ -156,8 +156,8 @@ def schedule_passes(options: OptimizeOptions, target) -> list:
     passes = []
     if options.database is not None:  # apply_schedules enters the database (parsed once per process)
         passes.append(relax.transform.MetaScheduleApplyDatabase())
-    from .schedules import default_rules, stock_gpu_rules
-    from .schedules.guard import ApplyRules
+    from atrous.pipeline.schedules import default_rules, stock_gpu_rules
+    from atrous.pipeline.schedules.guard import ApplyRules
 
     if options.default_schedules:  # a rule that raises declines, recorded (schedules/guard.py)
         passes.append(ApplyRules(*default_rules(target, options)))
@@ -203,8 +203,6 @@ def lower(mod: tvm.IRModule, target, options: OptimizeOptions = OptimizeOptions(
 
 
 def apply_schedules(mod: tvm.IRModule, target, options: OptimizeOptions) -> tvm.IRModule:
-    from .database import read_database
-
     database = read_database(options.database) if options.database is not None else contextlib.nullcontext()
     with target, database:
         # dlight's pass updates the module it is given in place: give it a copy, so ``mod`` stays unscheduled

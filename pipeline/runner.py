@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 
-from .artifact import Artifact, Meta
-from .errors import InputMismatchError
+from atrous.pipeline.artifact import Artifact, Meta
+from atrous.pipeline.errors import InputMismatchError
 
 
 def check_inputs(meta: Meta, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -25,6 +29,26 @@ def check_inputs(meta: Meta, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
     return ordered
 
 
+# library path -> fingerprint of the artifact first loaded from it in this process. The dynamic loader keeps a
+# library by its path: loading a recompiled model.so from the same path (the same model name and target, new
+# shapes or weights) would return the library already loaded, so a new build is loaded through a name of its own.
+_LOADED: dict[str, str] = {}
+
+
+def loadable_library(artifact: Artifact) -> Path:
+    """The path to load ``artifact``'s library from in this process (see ``_LOADED``)."""
+    path, key = str(artifact.library), artifact.meta().fingerprint
+    if _LOADED.setdefault(path, key) == key:
+        return artifact.library
+    alias = artifact.root / f".model-{key}.so"
+    if not alias.exists():
+        try:
+            os.link(artifact.library, alias)
+        except OSError:
+            shutil.copy2(artifact.library, alias)
+    return alias
+
+
 class CompiledModel:
     """A loaded artifact: ``run(inputs) -> {output name: array}`` and ``time(inputs)``."""
 
@@ -37,25 +61,25 @@ class CompiledModel:
         self.device = tvm.cpu(0)
         devices = [self.device]
         if self.meta.target_json.get("kind") == "vulkan":  # lavapipe or a desktop GPU through our backend
-            from .vulkan.backend import load_runtime
+            from atrous.pipeline.devices.vulkan.backend import load_runtime
 
             load_runtime()
             self.device = tvm.vulkan(0)
             devices = [self.device, tvm.cpu(0)]  # the VM runs shape computations on the host
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(artifact.library)), devices)
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(loadable_library(artifact))), devices)
 
     @property
     def threads(self) -> int:
         """Threads TVM's runtime uses for this model when run from the calling thread (read back, not assumed)."""
         if self.device.dlpack_device_type() != 1:  # a GPU: the host side runs on one thread
             return 1
-        from .threads import runtime_threads
+        from atrous.pipeline.threads import runtime_threads
 
         return runtime_threads()
 
     @property
     def vm(self):
-        """The Relax virtual machine (pipeline.profile instruments it)."""
+        """The Relax virtual machine (bench/profile.py instruments it)."""
         return self._vm
 
     def _args(self, inputs):

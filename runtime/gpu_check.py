@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The whole GPU check, on a machine with only an NVIDIA driver, Python, NumPy and PyTorch (no TVM, no compiler).
 
-It runs from the directory ``python -m pipeline.gpupack`` (``make gpu-pack``) writes: one atrous bundle per model
+It runs from the directory `make gpu-pack` (atrous.pipeline.devices.gpupack) writes: one atrous bundle per model
 (model.so with its cubin, the runtime, golden data, ``model.ts`` = the PyTorch model as TorchScript, model.onnx).
 For each model:
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from pipeline.errors import AtrousError, UnknownNameError
+if __name__ != "atrous.targets":  # one copy of each module: the installed package is atrous.targets
+    raise ImportError(f"'{__name__}' is atrous.targets: import atrous.targets (python -m atrous.targets.MODULE)")
 
-from . import arm, cuda, host, vulkan
-from .cpu_choice import for_cpu
-from .preset import DevicePreset, Tolerance
+from atrous.pipeline.errors import AtrousError, UnknownNameError
+
+from atrous.targets import arm, cuda, host, vulkan
+from atrous.targets.cpu_choice import for_cpu
+from atrous.targets.preset import DevicePreset, Tolerance
 
 TARGETS: dict[str, DevicePreset] = {}
 

@@ -6,7 +6,7 @@ libraries from, so the emulator needs the toolchain package as well as qemu.
 
 from __future__ import annotations
 
-from .preset import DevicePreset
+from atrous.targets.preset import DevicePreset
 
 CROSS = dict(runtime_arch="aarch64", cross_compiler="aarch64-linux-gnu-g++",
              toolchain_packages=("g++-aarch64-linux-gnu",), runs_here=False,

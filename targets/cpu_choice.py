@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import functools
 
-from pipeline.errors import AtrousError
+from atrous.pipeline.errors import AtrousError
 
-from .preset import DevicePreset
+from atrous.targets.preset import DevicePreset
 
 
 def for_cpu(preset: DevicePreset, mcpu: str) -> DevicePreset:

@@ -1,6 +1,6 @@
 """NVIDIA GPUs through TVM's CUDA codegen: Jetson modules (aarch64 host code) and x86_64 desktop/datacenter cards.
 
-Device code is compiled by NVRTC from the pinned ``nvidia-cuda-nvrtc-cu12`` wheel (pipeline/cuda.py) into a
+Device code is compiled by NVRTC from the pinned ``nvidia-cuda-nvrtc-cu12`` wheel (pipeline/devices/cuda.py) into a
 cubin for the preset's ``sm_XX`` and embedded in ``model.so``: no CUDA toolkit is needed to compile, and none but
 the driver on the device (the bundle carries ``libcudart``). Nothing here runs on this machine without a GPU.
 
@@ -10,7 +10,7 @@ without opting in to the larger carve-out, registers per block.
 
 from __future__ import annotations
 
-from .preset import GPU_TOLERANCE, DevicePreset
+from atrous.targets.preset import GPU_TOLERANCE, DevicePreset
 
 X86_HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
 JETSON_HOST = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a78ae"}

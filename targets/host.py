@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import os
 
-from .preset import DevicePreset
+from atrous.targets.preset import DevicePreset
 
 
 @functools.lru_cache(maxsize=None)
@@ -22,7 +22,7 @@ def host_cpu() -> str:
 
 def host_threads() -> int:
     """Physical cores available to this process (CPU affinity, SMT siblings once; ATROUS_THREADS overrides)."""
-    from pipeline.threads import default_threads
+    from atrous.pipeline.threads import default_threads
 
     return default_threads()
 

@@ -1,4 +1,4 @@
-"""Vulkan GPUs through the project's own Vulkan backend (pipeline/vulkan/: TIR -> GLSL -> SPIR-V; the runtime
+"""Vulkan GPUs through the project's own Vulkan backend (pipeline/devices/vulkan/: TIR -> GLSL -> SPIR-V; the runtime
 in runtime/src/vulkan/). The limits are what the devices report as Vulkan limits (maxComputeWorkGroupInvocations,
 maxComputeSharedMemorySize) and features (shaderInt64; without it 64-bit indices are narrowed or refused).
 
@@ -8,7 +8,7 @@ CI); the phone and board GPUs are cross-compiled for their aarch64 hosts and run
 
 from __future__ import annotations
 
-from .preset import GPU_TOLERANCE, DevicePreset
+from atrous.targets.preset import GPU_TOLERANCE, DevicePreset
 
 
 def _vk(name: str, summary: str, threads: int, shared: int, host: dict, arch: str, runs_here: bool,

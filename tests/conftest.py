@@ -7,7 +7,7 @@ import pytest
 
 @pytest.fixture(scope="session")
 def host():
-    import targets
+    from atrous import targets
 
     return targets.get_target("host")
 
@@ -28,6 +28,6 @@ def build_root(tmp_path_factory):
 def avx2():
     """The host preset built for an AVX2 CPU (znver3), whatever this machine is: tests of a schedule's structure
     name the CPU they build for instead of inheriting this machine's (which differs between CI machines)."""
-    import targets
+    from atrous import targets
 
     return targets.get_target("host", "znver3")

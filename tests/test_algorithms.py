@@ -1,4 +1,4 @@
-"""Choosing direct or Winograd per conv: the measured table (pipeline/algorithms.py), the cost model for convs it
+"""Choosing direct or Winograd per conv: the measured table (pipeline/tuning/algorithms.py), the cost model for convs it
 lacks, and the Winograd pass following both."""
 
 import json
@@ -8,14 +8,15 @@ import pytest
 import torch
 import tvm_ffi
 
-import targets
-from pipeline import source
-from pipeline.algorithms import (TABLE, Table, candidate_convs, choice, cost_model, multiply_saving, summary,
-                                 summary_text)
-from pipeline.errors import AtrousError
-from pipeline.optimize import OptimizeOptions
-from pipeline.passes.winograd import DECISIONS, Conv, products_tile
-from pipeline.tune import TuneArgs, lowered_module, relax_module, tune_model
+from atrous import targets
+from atrous.pipeline import source
+from atrous.pipeline.tuning.algorithm_table import (TABLE, Table, choice, cost_model, multiply_saving, summary,
+                                                    summary_text)
+from atrous.pipeline.tuning.algorithms import candidate_convs
+from atrous.pipeline.errors import AtrousError
+from atrous.pipeline.optimize import OptimizeOptions
+from atrous.pipeline.passes.winograd import DECISIONS, Conv, products_tile
+from atrous.pipeline.tuning.tune import TuneArgs, lowered_module, relax_module, tune_model
 
 
 def conv(c: int, size: int, rate: int = 1) -> Conv:
@@ -105,7 +106,7 @@ def test_the_blocked_layout_follows_the_table_then_its_own_cost_model(host, tmp_
     takes 64 -> 64 (narrower ones stay direct); a measured "direct" is kept."""
     import tvm
 
-    from pipeline.algorithms import blocked_cost_model
+    from atrous.pipeline.tuning.algorithm_table import blocked_cost_model
 
     def kernels(entry):
         if entry:

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 import tvm
 from torch import nn
 
-import targets
-from pipeline import source
-from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
-from pipeline.optimize import OptimizeOptions, apply_schedules
-from pipeline.schedules.blocked_conv import BlockedConv
-from pipeline.schedules.blocked_window import BlockedWindow
-from pipeline.schedules.isa import isa_of
-from pipeline.tune import lowered_module
+from atrous import targets
+from atrous.pipeline import source
+from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from atrous.pipeline.optimize import OptimizeOptions, apply_schedules
+from atrous.pipeline.schedules.blocked_conv import BlockedConv
+from atrous.pipeline.schedules.blocked_window import BlockedWindow
+from atrous.pipeline.schedules.isa import isa_of
+from atrous.pipeline.tuning.tune import lowered_module
 from tir_checks import update_loops
 
 # (preset, mcpu): AVX2, AVX-512 and NEON builds, whatever this machine is
@@ -161,8 +161,8 @@ def test_a_conv1d_of_few_channel_tiles_runs_on_every_core(mcpu):
     and its parallel loop has a task for every core (it once had one task for all of them)."""
     from tvm import te
 
-    from pipeline.hot_loops import _scheduled, target_for
-    from pipeline.passes.blocked_kernels import dense, depthwise
+    from atrous.pipeline.bench.hot_loops import _scheduled, target_for
+    from atrous.pipeline.passes.blocked_kernels import dense, depthwise
 
     cores = 4
     target = tvm.target.Target({**target_for(mcpu).export(), "num-cores": cores})
@@ -227,7 +227,7 @@ def test_weights_are_stored_once(name, avx2, build_root):
     to whole channel blocks, and a dilated conv split into border bands keeps one copy of its weight (in NCHW each
     band has a cropped copy of its own: the pyramid's constants are 2.8x its weights there, DeepLabV3-MobileNet's
     were 1.87x). Winograd, a trade of memory for speed ((m+2)^2/9 = 4x the 3x3 kernels for F(4x4)), is off."""
-    from models.flops import count_params
+    from atrous.models.flops import count_params
 
     if name == "pyramid":
         torch.manual_seed(0)

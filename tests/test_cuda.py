@@ -11,12 +11,13 @@ import subprocess
 
 import pytest
 
-import targets
-from models import MODELS
-from pipeline import cuda, source
-from pipeline.bundle import make_bundle
-from pipeline.errors import ToolchainError
-from pipeline.interface import CompileArgs, compile_model
+from atrous import targets
+from atrous.models import MODELS
+from atrous.pipeline.devices import cuda
+from atrous.pipeline import source
+from atrous.pipeline.devices.bundle import make_bundle
+from atrous.pipeline.errors import ToolchainError
+from atrous.pipeline.interface import CompileArgs, compile_model
 
 CUDA_PRESETS = [n for n, p in targets.TARGETS.items() if p.family == "cuda"]
 ELF_MACHINE = {"x86_64": "x86-64", "aarch64": "aarch64"}
@@ -180,7 +181,7 @@ def test_verify_on_the_local_gpu_matches_pytorch(name, build_root):
     preset_name = _local_gpu_preset()
     if preset_name is None:
         pytest.skip("no NVIDIA GPU with a matching preset on this machine (nvidia-smi absent or no GPU)")
-    from pipeline.interface import require_ok, verify_model
+    from atrous.pipeline.interface import require_ok, verify_model
 
     preset, artifact = _compile(name, preset_name, build_root)
     result = require_ok(verify_model(artifact, preset))
@@ -195,7 +196,7 @@ def test_gpu_check_pack_carries_a_faithful_pytorch_reference_and_reports_a_missi
     import numpy as np
     import torch
 
-    from pipeline.gpupack import pack
+    from atrous.pipeline.devices.gpupack import pack
 
     out = pack("h100", ["wavenet"], "tiny", tmp_path / "pack", build_root)
     bundle = out / "models" / "wavenet.tiny"
@@ -221,8 +222,8 @@ def test_tuning_candidates_for_a_gpu_build_with_device_code(build_root):
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    from pipeline import measure, tune
-    from pipeline.optimize import OptimizeOptions, apply_schedules
+    from atrous.pipeline.tuning import measure, tune
+    from atrous.pipeline.optimize import OptimizeOptions, apply_schedules
 
     h100 = targets.get_target("h100")
     target = h100.tvm_target()

@@ -5,10 +5,10 @@ import functools
 import numpy as np
 import pytest
 
-from pipeline import source
-from pipeline.interface import CompileArgs, compile_model, verify_model
-from pipeline.optimize import REWRITES, OptimizeOptions, rewrites_only
-from pipeline.verify import report
+from atrous.pipeline import source
+from atrous.pipeline.interface import CompileArgs, compile_model, verify_model
+from atrous.pipeline.optimize import REWRITES, OptimizeOptions, rewrites_only
+from atrous.pipeline.verify import report
 
 from dilation_cases import CASES, build
 
@@ -32,8 +32,8 @@ def _inputs(case) -> dict:
 @functools.lru_cache(maxsize=None)
 def _graph(case_name: str, option_set: str, mcpu: str | None = None):
     """The case's fused TensorIR graph under ``option_set``, before scheduling, for the host (or ``mcpu``)."""
-    import targets
-    from pipeline.tune import lowered_module
+    from atrous import targets
+    from atrous.pipeline.tuning.tune import lowered_module
 
     case = next(c for c in CASES if c.name == case_name)
     src = source.from_torch(f"dilation-{case.name}", lambda: build(case), _inputs(case))

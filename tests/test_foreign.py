@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import targets
-from pipeline import source
-from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from atrous import targets
+from atrous.pipeline import source
+from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
 
 
 class SqueezeExcite(nn.Module):
@@ -62,7 +62,7 @@ def test_squeeze_excitation_gates_compile_with_the_fast_schedules_and_match_pyto
 def test_a_rule_that_raises_declines_and_the_report_names_the_kernel(host, build_root, monkeypatch):
     """Any exception from a rule (here a bare RuntimeError before the real rules) is one line in the report; the
     next rule schedules the kernel and the model still matches PyTorch."""
-    from pipeline import optimize, schedules
+    from atrous.pipeline import optimize, schedules
     from tvm.s_tir.dlight.base import ScheduleRule
 
     class Broken(ScheduleRule):
@@ -92,8 +92,8 @@ def _blocks(func):
 def test_apply_first_skips_a_raising_rule(rule_error):
     from tvm import s_tir, te
 
-    from pipeline.schedules.cpu import Elementwise
-    from pipeline.schedules.guard import apply_first, collect_failures
+    from atrous.pipeline.schedules.cpu import Elementwise
+    from atrous.pipeline.schedules.guard import apply_first, collect_failures
 
     a = te.placeholder((4, 8), name="a")
     func = te.create_prim_func([a, te.compute((4, 8), lambda i, j: a[i, j] * 2, name="b")])
@@ -160,8 +160,8 @@ def test_an_opset_onnxruntime_refuses_is_converted_for_the_reference(host, build
 
 
 def test_without_any_reference_compile_works_and_verify_says_why(host, build_root, tmp_path, monkeypatch):
-    import pipeline.interface as interface
-    from pipeline.errors import VerificationError
+    from atrous.pipeline import interface
+    from atrous.pipeline.errors import VerificationError
 
     def refuse(*args, **kwargs):
         raise RuntimeError("[ONNXRuntimeError] : 9 : NOT_IMPLEMENTED : no kernel for this opset")
@@ -182,8 +182,8 @@ def test_a_per_channel_prelu_slope_of_an_old_opset_compiles(host, build_root, tm
     PRelu-6 kernel and rejects the converted graph, so verify has no reference and says so."""
     from onnx import helper
 
-    from pipeline.errors import VerificationError
-    from pipeline.runner import CompiledModel
+    from atrous.pipeline.errors import VerificationError
+    from atrous.pipeline.runner import CompiledModel
 
     slope = np.linspace(0.1, 0.6, 6).astype("float32")
     path = _old_graph(tmp_path / "prelu6.onnx", 6, [helper.make_node("PRelu", ["x", "slope"], ["y"])],
@@ -198,8 +198,8 @@ def test_a_per_channel_prelu_slope_of_an_old_opset_compiles(host, build_root, tm
 
 
 def test_an_exception_inside_the_compiler_is_one_line_naming_its_stage(host, build_root, monkeypatch):
-    import pipeline.interface as interface
-    from pipeline.errors import CompilerBugError
+    from atrous.pipeline import interface
+    from atrous.pipeline.errors import CompilerBugError
 
     def broken(*args, **kwargs):
         raise IndexError("list index out of range")
@@ -213,8 +213,8 @@ def test_an_exception_inside_the_compiler_is_one_line_naming_its_stage(host, bui
 @pytest.mark.parametrize("debug", ["", "1"])
 def test_the_cli_prints_a_compiler_bug_in_one_line_and_its_traceback_on_request(debug, tmp_path, monkeypatch,
                                                                                 capsys):
-    import pipeline.interface as interface
-    from pipeline.cli import main
+    from atrous.pipeline import interface
+    from atrous.pipeline.cli import main
 
     def broken(*args, **kwargs):
         raise IndexError("list index out of range")

@@ -7,7 +7,7 @@ from collections import Counter
 import onnx
 import pytest
 
-from pipeline import fuzz
+from atrous.pipeline import fuzz
 
 CASES = sorted(fuzz.CORPUS.glob("*.onnx"))
 
@@ -54,10 +54,10 @@ def test_the_float64_tie_break_excuses_reference_rounding_only(tmp_path, monkeyp
     import numpy as np
     import onnxruntime
 
-    import targets
-    from pipeline import source
-    from pipeline.interface import CompileArgs, compile_model
-    from pipeline.runner import CompiledModel
+    from atrous import targets
+    from atrous.pipeline import source
+    from atrous.pipeline.interface import CompileArgs, compile_model
+    from atrous.pipeline.runner import CompiledModel
 
     path = fuzz.CORPUS / "conv-head-63b049f9dd83.onnx"  # mean of a conv whose terms cancel 225-fold
     model = onnx.load(str(path))

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from pipeline.hot_loops import CPUS, HOT_KERNELS, assembly, estimated_peak, hot_loop, target_for
-from pipeline.schedules.isa import isa_of
+from atrous.pipeline.bench.hot_loops import CPUS, HOT_KERNELS, assembly, estimated_peak, hot_loop, target_for
+from atrous.pipeline.schedules.isa import isa_of
 
 REGISTERS = {"avx512": "zmm", "avx2": "ymm", "neon": "v"}
 

@@ -15,14 +15,14 @@ import pytest
 import torch
 from torch import nn
 
-from models import MODELS, ModelPreset, ZooModel, count_flops, get_model
-from models.backbones import Bottleneck
-from models.fcis import assemble_rois
-from models.flops import count_params
-from models.instancefcn import assemble_instances
-from models.registry import register
-from models.wavenet import mu_law_encode
-from pipeline.errors import UnknownNameError
+from atrous.models import MODELS, ModelPreset, ZooModel, count_flops, get_model
+from atrous.models.backbones import Bottleneck
+from atrous.models.fcis import assemble_rois
+from atrous.models.flops import count_params
+from atrous.models.instancefcn import assemble_instances
+from atrous.models.registry import register
+from atrous.models.wavenet import mu_law_encode
+from atrous.pipeline.errors import UnknownNameError
 
 TINY_OUTPUTS = {
     "deeplabv3-resnet": [(1, 21, 129, 129)],

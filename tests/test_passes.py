@@ -8,8 +8,8 @@ import pytest
 import torch
 import tvm
 
-from pipeline.export import export_onnx
-from pipeline.passes import DropDeadTaps, PartitionBorders, bands, live_taps
+from atrous.pipeline.export import export_onnx
+from atrous.pipeline.passes import DropDeadTaps, PartitionBorders, bands, live_taps
 
 
 def brute_force_live(size, kernel, stride, dilation, pad_lo, pad_hi):
@@ -30,7 +30,7 @@ def test_live_taps_match_brute_force(kernel, stride, dilation):
 
 
 def _convs(module, shape, passes=(DropDeadTaps(),)):
-    from pipeline.ingest import to_relax
+    from atrous.pipeline.ingest import to_relax
 
     path = export_onnx(module, {"x": np.zeros(shape, "float32")}, ["y"], _tmp() / "m.onnx").path
     mod = tvm.transform.Sequential(list(passes))(to_relax(onnx.load(str(path)), {"x": shape}))
@@ -94,11 +94,11 @@ def test_small_saving_keeps_the_conv_whole():
 
 
 def test_convs_padded_to_whole_tiles_on_cpu_only_and_cropped_back():
-    from pipeline.passes import PadToTiles
-    from pipeline.passes.tile_padding import round_up
+    from atrous.pipeline.passes import PadToTiles
+    from atrous.pipeline.passes.tile_padding import round_up
 
     assert [round_up(w, 6) for w in (17, 33, 65, 129, 18, 5)] == [18, 36, 66, 132, 18, 5]
-    from pipeline.schedules.packed_conv import register_budget, register_tile, vector_lanes
+    from atrous.pipeline.schedules.packed_conv import register_budget, register_tile, vector_lanes
 
     dense = torch.nn.Conv2d(8, 16, 3, padding=2, dilation=2, stride=1).eval()
     with tvm.target.Target("llvm") as cpu:
@@ -129,7 +129,7 @@ def test_convs_padded_to_whole_tiles_on_cpu_only_and_cropped_back():
 
 @pytest.mark.parametrize("m", [2, 4])
 def test_winograd_matrices_compute_minimal_filtering(m):
-    from pipeline.passes.winograd import matrices
+    from atrous.pipeline.passes.winograd import matrices
 
     bt, g, at = matrices(m)
     rng = np.random.default_rng(m)
@@ -140,7 +140,7 @@ def test_winograd_matrices_compute_minimal_filtering(m):
 
 
 def _winograd_convs(module, shape, target="llvm", m=2):
-    from pipeline.passes import Winograd
+    from atrous.pipeline.passes import Winograd
 
     with tvm.target.Target(target):
         convs = _convs(module, shape, passes=(Winograd(m, min_channels=1),))
@@ -148,7 +148,7 @@ def _winograd_convs(module, shape, target="llvm", m=2):
 
 
 def test_winograd_rewrites_3x3_stride1_convs_on_cpu_only():
-    from pipeline.passes import Winograd
+    from atrous.pipeline.passes import Winograd
 
     wide = torch.nn.Conv2d(128, 128, 3, padding=1).eval()
     with tvm.target.Target("llvm"):
@@ -177,8 +177,8 @@ def test_winograd_matches_pytorch(m, conv, shape):
     """The rewritten graph alone (no schedules), built and run, against PyTorch's direct convolution."""
     from tvm import relax
 
-    from pipeline.ingest import to_relax
-    from pipeline.passes import Winograd
+    from atrous.pipeline.ingest import to_relax
+    from atrous.pipeline.passes import Winograd
 
     torch.manual_seed(0)
     module = torch.nn.Conv2d(shape[1], 12, 3, **conv).eval()
@@ -209,8 +209,8 @@ def test_transposed_conv_phases_match_pytorch(conv, shape):
     PyTorch; the transposed conv is gone from the graph."""
     from tvm import relax
 
-    from pipeline.ingest import to_relax
-    from pipeline.passes import TransposedConvPhases
+    from atrous.pipeline.ingest import to_relax
+    from atrous.pipeline.passes import TransposedConvPhases
 
     torch.manual_seed(0)
     module = torch.nn.ConvTranspose2d(shape[1], 6, **conv).eval()
@@ -226,7 +226,7 @@ def test_transposed_conv_phases_match_pytorch(conv, shape):
 
 
 def test_transposed_conv_phases_take_a_3x3_stride2_kernel_as_2x2_taps():
-    from pipeline.passes import TransposedConvPhases
+    from atrous.pipeline.passes import TransposedConvPhases
 
     up = torch.nn.ConvTranspose2d(8, 4, 3, stride=2, padding=1, output_padding=1).eval()
     (conv,) = _convs(up, (1, 8, 9, 9), passes=(TransposedConvPhases(),))
@@ -242,14 +242,14 @@ class _Gate(torch.nn.Module):
 
 
 def _gate_module(shape):
-    from pipeline.ingest import to_relax
+    from atrous.pipeline.ingest import to_relax
 
     path = export_onnx(_Gate().eval(), {"x": np.zeros(shape, "float32")}, ["y"], _tmp() / "gate.onnx").path
     return to_relax(onnx.load(str(path)), {"x": shape})
 
 
 def test_tanh_and_sigmoid_lower_without_libm_on_cpu_only_and_stay_accurate():
-    from pipeline.optimize import OptimizeOptions, lower
+    from atrous.pipeline.optimize import OptimizeOptions, lower
 
     shape = (1, 4, 1000)
     mod = _gate_module(shape)
@@ -277,7 +277,7 @@ def test_tanh_and_sigmoid_lower_without_libm_on_cpu_only_and_stay_accurate():
 @pytest.mark.parametrize("in_size, out_size", [(17, 257), (65, 257), (17, 65), (9, 20), (257, 17), (5, 5)])
 @pytest.mark.parametrize("align_corners", [False, True])
 def test_linear_taps_reproduce_pytorch_bilinear(in_size, out_size, align_corners):
-    from pipeline.passes.separable_resize import linear_taps
+    from atrous.pipeline.passes.separable_resize import linear_taps
 
     x = np.random.default_rng(in_size * out_size).standard_normal((1, 1, in_size, in_size)).astype("float32")
     want = torch.nn.functional.interpolate(torch.from_numpy(x), size=(out_size, out_size), mode="bilinear",
@@ -291,7 +291,7 @@ def test_linear_taps_reproduce_pytorch_bilinear(in_size, out_size, align_corners
 
 
 def test_bilinear_resize_runs_as_two_vectorised_passes_on_cpu_with_the_same_values():
-    from pipeline.optimize import OptimizeOptions, lower
+    from atrous.pipeline.optimize import OptimizeOptions, lower
 
     class Up(torch.nn.Module):
         def forward(self, x):
@@ -299,7 +299,7 @@ def test_bilinear_resize_runs_as_two_vectorised_passes_on_cpu_with_the_same_valu
 
     shape = (1, 4, 33, 33)
     path = export_onnx(Up().eval(), {"x": np.zeros(shape, "float32")}, ["y"], _tmp() / "up.onnx").path
-    from pipeline.ingest import to_relax
+    from atrous.pipeline.ingest import to_relax
 
     mod = to_relax(onnx.load(str(path)), {"x": shape})
     x = np.random.default_rng(3).standard_normal(shape).astype("float32")
@@ -349,9 +349,9 @@ class _SkipSum(torch.nn.Module):
 def test_summed_pointwise_convs_become_one_conv_over_the_concatenation(convs, merged):
     from tvm import relax
 
-    from pipeline.ingest import to_relax
-    from pipeline.optimize import OptimizeOptions, lower
-    from pipeline.passes import MergeSummedConvs
+    from atrous.pipeline.ingest import to_relax
+    from atrous.pipeline.optimize import OptimizeOptions, lower
+    from atrous.pipeline.passes import MergeSummedConvs
 
     torch.manual_seed(convs)
     model, shape = _SkipSum(convs).eval(), (1, 4, 9, 11)

@@ -10,14 +10,14 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import targets
-from pipeline import errors, source
-from pipeline.artifact import artifact_dir
-from pipeline.cli import main
-from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
-from pipeline.runner import CompiledModel
-from pipeline.verify import compare
-from targets import Tolerance
+from atrous import targets
+from atrous.pipeline import errors, source
+from atrous.pipeline.artifact import artifact_dir
+from atrous.pipeline.cli import main
+from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from atrous.pipeline.runner import CompiledModel
+from atrous.pipeline.verify import compare
+from atrous.targets import Tolerance
 
 
 class OutsideModel(torch.nn.Module):
@@ -219,7 +219,7 @@ def test_list_targets_cli(capsys):
 def test_a_build_hook_is_registered_only_for_its_block():
     import tvm_ffi
 
-    from pipeline.global_hook import registered
+    from atrous.pipeline.global_hook import registered
 
     name = "atrous.test.hook"
     with registered(name, lambda: 1):
@@ -233,7 +233,7 @@ def test_a_build_hook_is_registered_only_for_its_block():
 def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
     """--winograd MODE -> the build options (reported as a "rewrites:" line); other tiles, and forcing a tile on a
     GPU target, refused."""
-    from pipeline.cli import _options, _rewrites_line, parser
+    from atrous.pipeline.cli import _options, _rewrites_line, parser
 
     host, h100 = targets.get_target("host"), targets.get_target("h100")
     options = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "2"]), host)
@@ -255,9 +255,9 @@ def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
 
 def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_path):
     """128-channel 3x3 convs (rate 2, then dense): over the threshold, rewritten, scheduled, built, verified."""
-    from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
-    from pipeline.optimize import OptimizeOptions
-    from pipeline.tune import lowered_module
+    from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+    from atrous.pipeline.optimize import OptimizeOptions
+    from atrous.pipeline.tuning.tune import lowered_module
 
     def net():
         torch.manual_seed(0)
@@ -277,8 +277,8 @@ def test_winograd_on_wide_dilated_convs_verifies_through_the_pipeline(host, tmp_
 
 def test_bench_variant_changes_one_option():
     """make bench VARIANT=OPTION=VALUE: the extra column's build options, and what it refuses."""
-    from pipeline.benchsuite import variant_options
-    from pipeline.optimize import OptimizeOptions
+    from atrous.pipeline.bench.suite import variant_options
+    from atrous.pipeline.optimize import OptimizeOptions
 
     assert variant_options("winograd=off") == OptimizeOptions(winograd="off")
     assert variant_options("transposed_phases=false") == OptimizeOptions(transposed_phases=False)
@@ -290,7 +290,7 @@ def test_bench_variant_changes_one_option():
 
 
 def test_profile_times_each_kernel_and_the_cli_refuses_a_board_before_compiling(small_artifact, tmp_path, capsys):
-    from pipeline.profile import BUILTINS, profile
+    from atrous.pipeline.bench.profile import BUILTINS, profile
 
     _, artifact, _ = small_artifact
     result = profile(CompiledModel(artifact), artifact.load_golden()[0], runs=3)
@@ -319,19 +319,19 @@ def test_bench_runs_on_every_core_and_prints_the_count_each_runtime_used(small_a
     import subprocess
     import sys
 
-    from pipeline.threads import physical_cores
+    from atrous.pipeline.threads import physical_cores
 
     _, artifact, _ = small_artifact
     env = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS", "ATROUS_THREADS")}
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "bench", str(artifact.onnx), "--json", "--repeat",
-                           "2", "--build-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run([sys.executable, "-m", "atrous.pipeline.cli", "bench", str(artifact.onnx), "--json",
+                           "--repeat", "2", "--build-dir", str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr
     timings = {t["runtime"]: t["threads"] for t in json.loads(done.stdout.splitlines()[-1])["timings"]}
     assert timings == {"atrous": physical_cores(), "onnxruntime": physical_cores()}, timings
 
 
 def test_run_memory_is_measured_for_atrous_and_onnxruntime_each_in_its_own_process(small_artifact):
-    from pipeline.memory import measure
+    from atrous.pipeline.bench.memory import measure
 
     _, artifact, _ = small_artifact
     for kind, paths in (("atrous", [artifact.root]), ("onnxruntime", [artifact.onnx, artifact.golden_inputs])):
@@ -340,8 +340,8 @@ def test_run_memory_is_measured_for_atrous_and_onnxruntime_each_in_its_own_proce
 
 
 def test_bench_builds_this_cpu_and_the_other_isas_it_runs(host):
-    from pipeline.benchsuite import cpu_builds
-    from targets.cpu_choice import features
+    from atrous.pipeline.bench.suite import cpu_builds
+    from atrous.targets.cpu_choice import features
 
     builds = cpu_builds("host", None)
     assert builds["native"] is host
@@ -351,7 +351,7 @@ def test_bench_builds_this_cpu_and_the_other_isas_it_runs(host):
 
 
 def test_physical_cores_count_smt_siblings_once(tmp_path):
-    from pipeline.threads import physical_cores
+    from atrous.pipeline.threads import physical_cores
 
     for cpu, (package, core) in enumerate([(0, 0), (0, 1), (0, 0), (0, 1), (1, 0)]):  # 2 siblings, 2nd package
         topology = tmp_path / f"cpu{cpu}" / "topology"
@@ -367,7 +367,7 @@ def test_kernel_flops_count_a_multiply_add_as_two():
     import tvm
     from tvm import te
 
-    from pipeline.flops import kernel_flops
+    from atrous.pipeline.flops import kernel_flops
 
     a, b = te.placeholder((8, 16), name="a"), te.placeholder((16, 4), name="b")
     k = te.reduce_axis((0, 16), name="k")
@@ -377,7 +377,7 @@ def test_kernel_flops_count_a_multiply_add_as_two():
 
 
 def test_fma_peak_is_measured_and_a_missing_compiler_names_the_package(tmp_path, monkeypatch):
-    import pipeline.peak as peak
+    from atrous.pipeline.bench import peak
 
     one = peak.fma_peak(1, rounds=1, seconds=0.05, build_root=tmp_path)
     assert 1 < one < 1e4, one  # GFLOP/s of one core: any real CPU of this decade is inside

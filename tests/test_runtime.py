@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-import targets
-from pipeline import errors, source
-from pipeline.bundle import make_bundle
-from pipeline.device import parse_device
-from pipeline.interface import CompileArgs, compile_model, verify_model
-from pipeline.rpc import run_over_rpc
-from pipeline.runtime_build import build_runtime, host_arch
+from atrous import targets
+from atrous.pipeline import errors, source
+from atrous.pipeline.devices.bundle import make_bundle
+from atrous.pipeline.devices.address import parse_device
+from atrous.pipeline.interface import CompileArgs, compile_model, verify_model
+from atrous.pipeline.devices.rpc import run_over_rpc
+from atrous.pipeline.devices.runtime_build import build_runtime, host_arch
 
 QEMU = ["qemu-aarch64", "-L", "/usr/aarch64-linux-gnu"]
 
@@ -103,7 +103,7 @@ def test_runner_info_run_check_and_timing_on_the_host(host_model, host_runtime, 
     assert "input  image            float32[1, 3, 12, 12]" in info.stdout
     assert "output pooled           float32[1, 6]" in info.stdout
     # every physical core unless TVM_NUM_THREADS says otherwise (TVM alone would take half of them on x86)
-    from pipeline.threads import physical_cores
+    from atrous.pipeline.threads import physical_cores
 
     plain = {k: v for k, v in os.environ.items() if k not in ("TVM_NUM_THREADS", "OMP_NUM_THREADS")}
     assert f"threads {physical_cores()}\n" in _run([host_runtime.runner, library, "--info"], env=plain).stdout
@@ -295,8 +295,8 @@ def test_rpc_through_a_tvm_tracker(arm_model, arm_tracker):
 def test_tuning_measures_on_the_board_through_the_tracker(arm_tracker, tmp_path):
     """Candidates are cross-compiled here and timed by the aarch64 server; the records then compile and verify.
     (Emulated timings make a meaningless database: this proves the flow, not a schedule.)"""
-    from pipeline.measure import device_measurement
-    from pipeline.tune import TuneArgs, tune_model
+    from atrous.pipeline.tuning.measure import device_measurement
+    from atrous.pipeline.tuning.tune import TuneArgs, tune_model
 
     torch.manual_seed(4)
     conv = torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, padding=1), torch.nn.ReLU()).eval()  # one kernel
@@ -308,7 +308,7 @@ def test_tuning_measures_on_the_board_through_the_tracker(arm_tracker, tmp_path)
     print(report.table())
     assert report.new_trials > 0 and report.tasks
     assert all(t.best_s and t.best_s > 0 for t in report.tasks), report.table()
-    from pipeline.optimize import OptimizeOptions
+    from atrous.pipeline.optimize import OptimizeOptions
 
     tuned = compile_model(CompileArgs(model_source, preset, tmp_path / "build",
                                       options=OptimizeOptions(database=tmp_path / "db")))
@@ -344,7 +344,7 @@ def test_unreachable_or_wrong_devices_fail_fast_with_the_fix(arm_model, host_mod
 def test_cli_on_a_board_target(build_root, arm_runtime, capsys):
     import json
 
-    from pipeline.cli import main
+    from atrous.pipeline.cli import main
 
     common = ["wavenet", "--preset", "tiny", "--target", "rpi4", "--build-dir", str(build_root)]
     assert main(["verify", *common]) == 0

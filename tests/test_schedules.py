@@ -6,8 +6,9 @@ These are the rules of the plain (NCHW) layout, what a build with ``blocked_layo
 import pytest
 import tvm
 
-from pipeline import source, tune
-from pipeline.optimize import OptimizeOptions, apply_schedules
+from atrous.pipeline import source
+from atrous.pipeline.tuning import tune
+from atrous.pipeline.optimize import OptimizeOptions, apply_schedules
 from tir_checks import update_loops
 
 
@@ -56,8 +57,8 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
     """PackedConv re-lays dense conv weights out as O/F I kh kw F at compile time, F whole vectors of channels."""
     import re
 
-    from pipeline.schedules.packed_conv import vector_lanes
-    from pipeline.schedules.pixel_conv import PixelConv
+    from atrous.pipeline.schedules.packed_conv import vector_lanes
+    from atrous.pipeline.schedules.pixel_conv import PixelConv
 
     target = host.tvm_target()
     kernels = _kernels(apply_schedules(lowered, target, OptimizeOptions()))
@@ -80,7 +81,7 @@ def test_dense_convs_get_weights_packed_for_channel_vectors(lowered, host):
 
 
 def test_register_tile_divides_rows_fills_vectors_and_fits_the_register_file():
-    from pipeline.schedules.packed_conv import register_tile
+    from atrous.pipeline.schedules.packed_conv import register_tile
 
     for width, channels, lanes, registers in [(33, 256, 8, 16), (17, 256, 8, 16), (65, 24, 8, 16),
                                               (129, 96, 8, 16), (24, 64, 8, 16), (33, 256, 16, 32)]:
@@ -99,8 +100,8 @@ def test_depthwise_convs_run_plane_by_plane_with_the_same_results(lowered, host)
     _runs_here(host)
     import numpy as np
 
-    from pipeline.schedules.cpu import ConvLike
-    from pipeline.schedules.plane_conv import PlaneConv
+    from atrous.pipeline.schedules.cpu import ConvLike
+    from atrous.pipeline.schedules.plane_conv import PlaneConv
 
     target = host.tvm_target()
     depthwise = {name: f for name, f in _kernels(lowered).items() if name.startswith("fused_conv2d")
@@ -127,8 +128,8 @@ def test_pointwise_convs_vectorise_pixels_and_check_bounds_in_the_last_tile_only
 
     import numpy as np
 
-    from pipeline.schedules.packed_conv import PackedConv, vector_lanes
-    from pipeline.schedules.pixel_conv import PixelConv
+    from atrous.pipeline.schedules.packed_conv import PackedConv, vector_lanes
+    from atrous.pipeline.schedules.pixel_conv import PixelConv
 
     target = host.tvm_target()
     lanes = 2 * vector_lanes(target)

@@ -2,8 +2,8 @@
 
 import pytest
 
-import targets
-from pipeline.errors import AtrousError
+from atrous import targets
+from atrous.pipeline.errors import AtrousError
 
 
 @pytest.mark.parametrize("name", sorted(targets.TARGETS))
@@ -38,7 +38,7 @@ def test_host_target_names_its_cpu_explicitly(host):
 def test_a_cpu_preset_builds_for_another_cpu_with_that_cpus_database(host):
     """--mcpu: the same preset for another LLVM CPU, its own build name, the database of that CPU; it runs here
     only if this CPU has every instruction-set feature of the chosen one (tuning flags do not count)."""
-    from targets.cpu_choice import features
+    from atrous.targets.cpu_choice import features
 
     avx2 = targets.get_target("host", "znver3")
     assert avx2.target_dict()["mcpu"] == "znver3" and avx2.tuning_dir.parts[-2:] == ("host", "znver3")

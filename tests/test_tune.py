@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import source
-from pipeline.errors import AtrousError
-from pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
-from pipeline.optimize import OptimizeOptions
-from pipeline.tune import MANIFEST, TuneArgs, tune_model
+from atrous.pipeline import source
+from atrous.pipeline.errors import AtrousError
+from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from atrous.pipeline.optimize import OptimizeOptions
+from atrous.pipeline.tuning.database import MANIFEST
+from atrous.pipeline.tuning.tune import TuneArgs, tune_model
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +104,7 @@ def test_a_missing_database_named_explicitly_is_an_error(host, tmp_path):
 
 
 def test_compaction_keeps_the_fastest_records_and_the_trial_counts(tuned, host, tmp_path):
-    import pipeline.tune as tune
+    from atrous.pipeline.tuning import tune
 
     database = tmp_path / "compact"
     database.mkdir()
@@ -150,9 +151,9 @@ def test_a_database_of_defaults_only_compiles_to_the_untuned_schedules(host, tmp
     import tvm
     import tvm_ffi
 
-    from pipeline.optimize import apply_schedules
-    from pipeline.schedules.blocked_conv import BlockedConv
-    from pipeline.tune import lowered_module
+    from atrous.pipeline.optimize import apply_schedules
+    from atrous.pipeline.schedules.blocked_conv import BlockedConv
+    from atrous.pipeline.tuning.tune import lowered_module
 
     database = tmp_path / "defaults"
     report = tune_model(TuneArgs(block_source(), host, 1, database=database), progress=False)
@@ -201,7 +202,7 @@ def test_failed_candidates_are_recorded_and_reported_and_tuning_goes_on(host, tm
 def test_a_database_is_parsed_once_until_its_files_change(tmp_path):
     from tvm.s_tir import meta_schedule as ms
 
-    from pipeline.database import read_database
+    from atrous.pipeline.tuning.database import read_database
 
     ms.database.JSONDatabase(work_dir=str(tmp_path))  # creates the two empty files
     first = read_database(tmp_path)
@@ -214,7 +215,7 @@ def test_a_database_is_parsed_once_until_its_files_change(tmp_path):
 def test_a_database_file_with_a_broken_line_is_an_error_not_a_crash(tmp_path):
     from tvm.s_tir import meta_schedule as ms
 
-    from pipeline.database import read_database
+    from atrous.pipeline.tuning.database import read_database
 
     ms.database.JSONDatabase(work_dir=str(tmp_path))
     (tmp_path / "database_tuning_record.json").write_text("\n")  # TVM's parser segfaults on this
@@ -227,7 +228,8 @@ def test_kernels_without_a_reduction_are_sampled_not_evolved(host):
     import tvm
     from tvm import te
 
-    from pipeline.tune import extract_tasks, lowered_module, search_strategy
+    from atrous.pipeline.tuning.tasks import extract_tasks
+    from atrous.pipeline.tuning.tune import lowered_module, search_strategy
 
     conv = max(extract_tasks(lowered_module(block_source(), host, OptimizeOptions()), host),
                key=lambda t: "conv" in t.task_name)
@@ -242,7 +244,7 @@ def test_kernels_without_a_reduction_are_sampled_not_evolved(host):
 def test_a_task_whose_search_cannot_start_is_reported_and_the_rest_are_tuned(host, tmp_path, monkeypatch):
     """MetaSchedule raising while it generates one kernel's design space (a TVM check that fails) skips that
     kernel with a line in the report; the others get their trials."""
-    import pipeline.tune as tune
+    from atrous.pipeline.tuning import tune
 
     real, broken = tune._tune_one, []
 

@@ -12,15 +12,15 @@ import subprocess
 import numpy as np
 import pytest
 
-import targets
-from models import MODELS
-from pipeline import source
-from pipeline.bundle import make_bundle
-from pipeline.errors import ToolchainError
-from pipeline.interface import CompileArgs, compile_model, verify_model
-from pipeline.verify import report
-from pipeline.vulkan import payload, spirv
-from pipeline.vulkan.glsl import KernelInfo, Shader, ShaderCodegenError
+from atrous import targets
+from atrous.models import MODELS
+from atrous.pipeline import source
+from atrous.pipeline.devices.bundle import make_bundle
+from atrous.pipeline.errors import ToolchainError
+from atrous.pipeline.interface import CompileArgs, compile_model, verify_model
+from atrous.pipeline.verify import report
+from atrous.pipeline.devices.vulkan import payload, spirv
+from atrous.pipeline.devices.vulkan.glsl import KernelInfo, Shader, ShaderCodegenError
 
 from dilation_cases import CASES, build
 
@@ -79,7 +79,7 @@ def _te_kernel(compute, shapes, dtype):
     """The TE computation built for vulkan-desktop: (library, the VulkanCode of the build)."""
     import tvm
 
-    from pipeline.vulkan.backend import compiling_for
+    from atrous.pipeline.devices.vulkan.backend import compiling_for
 
     with compiling_for(DESKTOP) as code:
         library = tvm.compile(_te_module(compute, shapes, dtype), target=targets.get_target(DESKTOP).tvm_target())
@@ -146,7 +146,7 @@ def test_math_intrinsics_match_numpy_including_overflow_ranges():
 def test_workgroup_larger_than_the_preset_allows_is_refused_at_compile_time(desktop):
     from tvm import te
 
-    from pipeline.build import build as build_for
+    from atrous.pipeline.build import build as build_for
 
     def compute(x):
         return te.compute((2, 128), lambda k, i: x[k * 128 + i] * 2.0, name="out")
@@ -174,8 +174,8 @@ def _row_sum_module():
 def test_cross_thread_reduction_through_shared_memory_and_barriers(desktop):
     import tvm
 
-    from pipeline.build import build as build_for
-    from pipeline.vulkan.backend import compiling_for
+    from atrous.pipeline.build import build as build_for
+    from atrous.pipeline.devices.vulkan.backend import compiling_for
 
     with compiling_for(DESKTOP) as code:
         library = tvm.compile(_row_sum_module(), target=desktop.tvm_target())
@@ -247,7 +247,7 @@ def test_mali_bundle_is_cross_built_for_aarch64_without_a_link_to_libvulkan(buil
 
 
 def test_cli_lists_the_shaders_and_will_not_time_a_cpu_vulkan_device(build_root, capsys):
-    from pipeline.cli import main
+    from atrous.pipeline.cli import main
 
     args = ["compile", "wavenet", "--preset", "tiny", "--target", DESKTOP, "--build-dir", str(build_root),
             "--emit-shaders"]
@@ -256,7 +256,7 @@ def test_cli_lists_the_shaders_and_will_not_time_a_cpu_vulkan_device(build_root,
     assert "device code in" in out and ".comp" in out
     assert main(["compile", "wavenet", "--preset", "tiny", "--build-dir", str(build_root), "--emit-shaders"]) == 2
     assert "runs on the CPU: it has no device code" in capsys.readouterr().err
-    from pipeline.vulkan.backend import device_info
+    from atrous.pipeline.devices.vulkan.backend import device_info
 
     if device_info()["type"] == "cpu":  # lavapipe: timing it would report CPU emulation as GPU latency
         args = ["bench", "wavenet", "--preset", "tiny", "--target", DESKTOP, "--build-dir", str(build_root)]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from models import MODELS
-from pipeline import source
-from pipeline.cli import main
-from pipeline.interface import CompileArgs, compile_model, verify_model
-from pipeline.verify import report
+from atrous.models import MODELS
+from atrous.pipeline import source
+from atrous.pipeline.cli import main
+from atrous.pipeline.interface import CompileArgs, compile_model, verify_model
+from atrous.pipeline.verify import report
 
 
 @pytest.mark.slow
@@ -37,7 +37,7 @@ def test_tiny_model_compiles_and_matches_pytorch(name, exporter, host, build_roo
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_tiny_model_cross_compiles_for_rpi4_and_matches_pytorch_under_qemu(name, build_root):
-    import targets
+    from atrous import targets
 
     rpi4 = targets.get_target("rpi4")
     artifact = compile_model(CompileArgs(source.from_zoo(name, "tiny"), rpi4, build_root))

@@ -34,8 +34,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from . import blocked_winograd
-from .mutate import ModuleRewriter
+from atrous.pipeline.passes import blocked_winograd
+from atrous.pipeline.passes.mutate import ModuleRewriter
 
 CONVS = {"relax.nn.conv2d": 2, "relax.nn.conv1d": 1}
 # f(finite) is finite for every finite input: allowed on tensors with padded lanes
@@ -144,7 +144,7 @@ class _Blocker(ModuleRewriter):
 
     # ---------------------------------------------------------------------------------------------- bindings
     def transform(self):
-        from .winograd import DECISIONS
+        from atrous.pipeline.passes.winograd import DECISIONS
 
         self.users = _users(self.mod)
         mod = super().transform()
@@ -336,8 +336,8 @@ class _Blocker(ModuleRewriter):
         """A dilated conv whose outputs see real input under few of its taps, as one kernel computing band by
         band (passes/border_bands.py decides where that pays) over one copy of the packed weight; None where
         it does not pay."""
-        from .blocked_kernels import BANDS, banded
-        from .border_bands import MAX_KEPT, bands, kept_share
+        from atrous.pipeline.passes.blocked_kernels import BANDS, banded
+        from atrous.pipeline.passes.border_bands import MAX_KEPT, bands, kept_share
 
         attrs = call.attrs
         dilation, pads = [int(d) for d in attrs.dilation], [int(p) for p in attrs.padding]
@@ -354,7 +354,7 @@ class _Blocker(ModuleRewriter):
 
     def _winograd_tile(self, call, kernel) -> int | None:
         """The Winograd tile ``self.winograd`` gives this dense conv (3x3, stride 1), recorded; None: direct."""
-        from .winograd import conv_of
+        from atrous.pipeline.passes.winograd import conv_of
 
         conv = conv_of(call) if self.winograd is not None else None
         if conv is None:
@@ -481,7 +481,7 @@ class BlockChannels:
         target = tvm.target.Target.current(allow_none=True)
         if target is None or target.kind.name != "llvm":
             return mod
-        from ..schedules.isa import isa_of
+        from atrous.pipeline.schedules.isa import isa_of
 
         block = self.block or isa_of(target).block
         if block < 4:

@@ -25,10 +25,8 @@ from __future__ import annotations
 import numpy as np
 from tvm import te, tirx, topi
 
-from ..schedules.winograd_transforms import INPUT, OUTPUT, PRODUCT, STEP
-from .winograd import TRANSFORMS, matrices
-
-
+from atrous.pipeline.schedules.winograd_transforms import INPUT, OUTPUT, PRODUCT, STEP
+from atrous.pipeline.passes.winograd import TRANSFORMS, matrices
 
 
 def _ceil(a: int, b: int) -> int:

@@ -19,7 +19,7 @@ from tvm import relax
 
 from tvm.relax.expr_functor import mutator
 
-from .mutate import ModuleRewriter
+from atrous.pipeline.passes.mutate import ModuleRewriter
 
 MAX_KEPT = 0.7  # partition only when the bands keep at most this share of the multiply-adds
 

@@ -17,7 +17,7 @@ from tvm import relax
 
 from tvm.relax.expr_functor import mutator
 
-from .mutate import ModuleRewriter, constant_conv, conv_op
+from atrous.pipeline.passes.mutate import ModuleRewriter, constant_conv, conv_op
 
 
 def _reads_input(t: int, size: int, out: int, stride: int, dilation: int, pad_lo: int) -> bool:

@@ -42,7 +42,7 @@ class Legalize:
         self.fast_math = fast_math
 
     def transform_module(self, mod: tvm.IRModule, ctx) -> tvm.IRModule:
-        from .blocked_kernels import BLOCKED_LEGALIZE
+        from atrous.pipeline.passes.blocked_kernels import BLOCKED_LEGALIZE
 
         target = tvm.target.Target.current(allow_none=True)
         custom = None

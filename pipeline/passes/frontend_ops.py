@@ -21,7 +21,7 @@ import tvm_ffi
 from tvm import relax, s_tir, tirx
 from tvm.relax.expr_functor import mutator
 
-from .mutate import ModuleRewriter
+from atrous.pipeline.passes.mutate import ModuleRewriter
 
 LOAD = tvm.ir.expr.TensorLoad  # a buffer load in TensorIR
 

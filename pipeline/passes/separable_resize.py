@@ -26,7 +26,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from .mutate import ModuleRewriter
+from atrous.pipeline.passes.mutate import ModuleRewriter
 
 MODES = ("half_pixel", "pytorch_half_pixel", "align_corners", "asymmetric")
 # Below this many outputs the four small kernels cost more than the one gather kernel they replace (measured:

@@ -20,7 +20,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from .mutate import ModuleRewriter, constant_conv, conv_op
+from atrous.pipeline.passes.mutate import ModuleRewriter, constant_conv, conv_op
 
 # The concatenation is one more copy of every input: fold only where it saves at least two output passes.
 MIN_CONVS = 3

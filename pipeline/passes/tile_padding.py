@@ -23,9 +23,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from ..schedules.packed_conv import MIN_IN_CHANNELS, register_budget, register_tile, vector_lanes
-from ..schedules.pixel_conv import is_pointwise, pixel_tile
-from .mutate import ModuleRewriter, constant_conv, conv_op
+from atrous.pipeline.schedules.packed_conv import MIN_IN_CHANNELS, register_budget, register_tile, vector_lanes
+from atrous.pipeline.schedules.pixel_conv import is_pointwise, pixel_tile
+from atrous.pipeline.passes.mutate import ModuleRewriter, constant_conv, conv_op
 
 
 def round_up(size: int, tile: int) -> int:

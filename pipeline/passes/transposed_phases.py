@@ -22,7 +22,7 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from .mutate import ModuleRewriter
+from atrous.pipeline.passes.mutate import ModuleRewriter
 
 
 def phase_weight(kernel: np.ndarray, stride: tuple[int, int]) -> np.ndarray:

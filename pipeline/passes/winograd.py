@@ -21,7 +21,7 @@ Not bit-exact: the transforms round differently from the direct sum (relative er
 m = 4 in float32; every use is verified against PyTorch like any other build). Which convs it takes, and with
 which m, is the caller's choice (``choose``): it pays on wide convs over large maps (``make
 bench-layers-winograd``: up to 2.5x) and loses on narrow ones or small maps, so by default each conv gets what
-``atrous tune`` measured on the device, else a cost model (pipeline/algorithms.py).
+``atrous tune`` measured on the device, else a cost model (pipeline/tuning/algorithms.py).
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import mutator
 
-from ..schedules.packed_conv import register_budget, register_tile, vector_lanes
-from .mutate import ModuleRewriter, constant_conv, rewrite_functions
+from atrous.pipeline.schedules.packed_conv import register_budget, register_tile, vector_lanes
+from atrous.pipeline.passes.mutate import ModuleRewriter, constant_conv, rewrite_functions
 
 # Lavin & Gray's F(m, 3) matrices (correlation form: y_i = sum_k x_{i+k} g_k): (B^T, G, A^T)
 TRANSFORMS = {

@@ -1,14 +1,14 @@
 """Default schedules per device family, applied to kernels the tuning database does not cover."""
 
-from .blocked_bands import BlockedBands
-from .blocked_conv import BlockedConv
-from .blocked_window import BlockedWindow
-from .cpu import ConvLike, Elementwise
-from .gpu import DirectConv
-from .packed_conv import PackedConv
-from .pixel_conv import PixelConv
-from .plane_conv import PlaneConv
-from .winograd_transforms import WinogradTransforms
+from atrous.pipeline.schedules.blocked_bands import BlockedBands
+from atrous.pipeline.schedules.blocked_conv import BlockedConv
+from atrous.pipeline.schedules.blocked_window import BlockedWindow
+from atrous.pipeline.schedules.cpu import ConvLike, Elementwise
+from atrous.pipeline.schedules.gpu import DirectConv
+from atrous.pipeline.schedules.packed_conv import PackedConv
+from atrous.pipeline.schedules.pixel_conv import PixelConv
+from atrous.pipeline.schedules.plane_conv import PlaneConv
+from atrous.pipeline.schedules.winograd_transforms import WinogradTransforms
 
 
 def cpu_rules(pixel_conv: bool = True) -> tuple:

@@ -12,10 +12,10 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from ..passes.blocked_kernels import BAND, BANDS
-from .blocked_conv import schedule_dense
-from .cpu import _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
-from .isa import conv_tiles, isa_of
+from atrous.pipeline.passes.blocked_kernels import BAND, BANDS
+from atrous.pipeline.schedules.blocked_conv import schedule_dense
+from atrous.pipeline.schedules.cpu import _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
+from atrous.pipeline.schedules.isa import conv_tiles, isa_of
 
 
 class BlockedBands(ScheduleRule):

@@ -31,8 +31,9 @@ import math
 
 from tvm import tirx
 
-from .cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, _vectorize_inner, choose
-from .isa import conv_tiles, even_runs, isa_of
+from atrous.pipeline.schedules.cpu import (TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds,
+                                           _vectorize_inner, choose)
+from atrous.pipeline.schedules.isa import conv_tiles, even_runs, isa_of
 
 DENSE = ("conv2d_nchwc", "conv1d_nchwc", "winograd_product")  # the last: blocked Winograd's products
 

@@ -21,8 +21,8 @@ import math
 
 from tvm import tirx
 
-from .cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, choose
-from .isa import balanced, even_runs, isa_of
+from atrous.pipeline.schedules.cpu import TASKS_PER_CORE, ReductionRule, _epilogue, _extent, _iter_kinds, choose
+from atrous.pipeline.schedules.isa import balanced, even_runs, isa_of
 
 MAX_TAPS = 64  # window sizes unrolled in full (a 7x7 depthwise conv, an 8x8 pool)
 

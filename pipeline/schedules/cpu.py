@@ -32,6 +32,7 @@ MAX_VECTOR = 64  # widest row vectorised in one piece (longer rows are split)
 # than alone: its scratch row buffer was allocated per row)
 TASKS_PER_CORE = 8
 
+
 def _iter_kinds(sch, block) -> list[int]:
     return [int(iv.iter_type) for iv in sch.get(block).iter_vars]
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from .cpu import _epilogue, _extent, _iter_kinds, _largest_divisor, reduction_block, tail
+from atrous.pipeline.schedules.cpu import _epilogue, _extent, _iter_kinds, _largest_divisor, reduction_block, tail
 
 F_TILE = 4
 THREADS = 128

@@ -23,7 +23,7 @@ class VectorISA:
     registers: int  # architectural vector registers
     fmas_in_flight: int  # independent FMAs needed to hide the latency: latency (cycles) x FMA pipes
     # registers a tile must leave free beyond one weight vector per channel vector and one input, found by reading
-    # the generated loops (pipeline/hot_loops.py, make bench-isa): with AVX-512, LLVM keeps two broadcasts in
+    # the generated loops (pipeline/bench/hot_loops.py, make bench-isa): with AVX-512, LLVM keeps two broadcasts in
     # flight (14x2 tiles spilled, 13x2 not); NEON's by-element FMA takes four input channels from one register
     # and LLVM keeps the weight vectors of several lanes live (10x2 and 6x4 tiles spilled, 9x2 not)
     reserved: int = 0

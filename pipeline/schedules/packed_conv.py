@@ -23,7 +23,8 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 from tvm.target import codegen
 
-from .cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds, _vectorize_inner
+from atrous.pipeline.schedules.cpu import (ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds,
+                                           _vectorize_inner)
 
 MAX_X_TILE = 6
 MAX_F_VECTORS = 4

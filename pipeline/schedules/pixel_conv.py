@@ -34,8 +34,10 @@ from __future__ import annotations
 
 from tvm import sym, tirx
 
-from .cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds, _vectorize_inner
-from .packed_conv import _LAYOUT_REWRITE, _layout_free_names, _weight_read, vector_lanes, vector_registers
+from atrous.pipeline.schedules.cpu import (ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds,
+                                           _vectorize_inner)
+from atrous.pipeline.schedules.packed_conv import (_LAYOUT_REWRITE, _layout_free_names, _weight_read, vector_lanes,
+                                                   vector_registers)
 
 PIXEL_VECTORS = 2  # pixel vectors per tile row: two loads feed 2 x C FMAs
 CHANNEL_TILES = (12, 8, 6, 4)
@@ -212,6 +214,6 @@ def _is_zero(expr) -> bool:
 
 
 def _narrowed(func):
-    from .narrow import narrowed
+    from atrous.pipeline.schedules.narrow import narrowed
 
     return narrowed(func)

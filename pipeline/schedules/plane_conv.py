@@ -25,7 +25,7 @@ import math
 
 from tvm import tirx
 
-from .cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds
+from atrous.pipeline.schedules.cpu import ReductionRule, _epilogue, _extent, _has_reads_padding, _iter_kinds
 
 MAX_TAPS = 64  # reduction iterations unrolled per output (a 7x7 window, or 3x3 over 7 channels per group)
 MAX_VECTOR = 64

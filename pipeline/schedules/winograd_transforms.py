@@ -17,7 +17,7 @@ from __future__ import annotations
 from tvm import s_tir
 from tvm.s_tir.dlight.base import ScheduleRule
 
-from .cpu import _epilogue, _extent, _vectorize_inner
+from atrous.pipeline.schedules.cpu import _epilogue, _extent, _vectorize_inner
 
 # the block names of passes/blocked_winograd.py's kernels, and the output block's annotation: the period (m x rate)
 # of an output's offset in its tile, along rows and columns

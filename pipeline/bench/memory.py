@@ -1,6 +1,7 @@
 """Peak resident memory of one run of a model, atrous or ONNX Runtime, each in a process of its own.
 
-``python -m pipeline.memory atrous ARTIFACT_DIR`` / ``python -m pipeline.memory onnxruntime MODEL.onnx INPUTS.npz``
+``python -m atrous.pipeline.bench.memory atrous ARTIFACT_DIR``
+/ ``python -m atrous.pipeline.bench.memory onnxruntime MODEL.onnx INPUTS.npz``
 imports the runtime, reads its resident set (VmRSS), loads the model, runs it once on the inputs and prints
 ``{"baseline_mb": ..., "peak_mb": ...}``: the process's peak (VmHWM) and what it held before the model. The
 difference is what the model costs at run time (weights, activations, the runtime's arenas), the figure
@@ -25,8 +26,8 @@ def _status_mb(field: str) -> float:
 def _run_atrous(artifact_dir: str) -> tuple[float, float]:
     import tvm  # noqa: F401 - the runtime's own memory belongs to the baseline
 
-    from .artifact import Artifact
-    from .runner import CompiledModel
+    from atrous.pipeline.artifact import Artifact
+    from atrous.pipeline.runner import CompiledModel
 
     baseline = _status_mb("VmRSS")
     artifact = Artifact(Path(artifact_dir))
@@ -39,7 +40,7 @@ def _run_onnxruntime(onnx_path: str, inputs_path: str) -> tuple[float, float]:
     import numpy as np
     import onnxruntime  # noqa: F401
 
-    from .reference import onnxruntime_session
+    from atrous.pipeline.reference import onnxruntime_session
 
     baseline = _status_mb("VmRSS")
     inputs = dict(np.load(inputs_path))
@@ -49,7 +50,7 @@ def _run_onnxruntime(onnx_path: str, inputs_path: str) -> tuple[float, float]:
 
 def measure(kind: str, *paths: str) -> dict:
     """Run ``kind`` ("atrous" or "onnxruntime") in a child process; {"baseline_mb", "peak_mb", "model_mb"}."""
-    done = subprocess.run([sys.executable, "-m", "pipeline.memory", kind, *map(str, paths)],
+    done = subprocess.run([sys.executable, "-m", "atrous.pipeline.bench.memory", kind, *map(str, paths)],
                           capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"measuring the memory of {kind} failed: {done.stderr.strip()[-400:]}")

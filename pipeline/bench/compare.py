@@ -8,9 +8,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .artifact import Artifact
-from .reference import onnxruntime_session
-from .runner import CompiledModel
+from atrous.pipeline.artifact import Artifact
+from atrous.pipeline.reference import onnxruntime_session
+from atrous.pipeline.runner import CompiledModel
 
 
 @dataclass(frozen=True)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from . import artifact as art
-from .runtime_build import DEVICE_LIBS, RuntimeBuild, build_runtime
+from atrous.pipeline import artifact as art
+from atrous.pipeline.devices.runtime_build import DEVICE_LIBS, RuntimeBuild, build_runtime
 
 STAMP = ".stamp"
 
@@ -127,7 +127,7 @@ def make_bundle(artifact: art.Artifact, tolerance, runtime: RuntimeBuild | None 
 
 def _runtime_arch(meta: art.Meta) -> str:
     """The CPU the bundle's runtime runs on: the preset's (a Jetson's GPU model has an aarch64 host)."""
-    from targets import TARGETS
+    from atrous.targets import TARGETS
 
     if meta.target in TARGETS:
         return TARGETS[meta.target].runtime_arch

@@ -31,9 +31,9 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import artifact as art
-from .errors import ToolchainError
-from .global_hook import registered
+from atrous.pipeline import artifact as art
+from atrous.pipeline.errors import ToolchainError
+from atrous.pipeline.global_hook import registered
 
 CALLBACK = "tvm_callback_cuda_compile"
 PIP_PACKAGES = ("cuda-bindings==12.9.10 nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-cccl-cu12==12.9.27 "

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import AtrousError
-from ..tir_walk import statements
+from atrous.pipeline.errors import AtrousError
+from atrous.pipeline.tir_walk import statements
 
 
 class ShaderCodegenError(AtrousError):

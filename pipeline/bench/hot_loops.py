@@ -26,7 +26,7 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable
 
-from .errors import ToolchainError
+from atrous.pipeline.errors import ToolchainError
 
 MCA = "llvm-mca-19"
 
@@ -57,9 +57,9 @@ def target_for(cpu: str):
 def _dense(channels: int, out_channels: int, taps: int, target, dilation: int = 1):
     from tvm import te
 
-    from .passes.blocked_kernels import dense
-    from .schedules.blocked_conv import BlockedConv
-    from .schedules.isa import conv_tile, isa_of
+    from atrous.pipeline.passes.blocked_kernels import dense
+    from atrous.pipeline.schedules.blocked_conv import BlockedConv
+    from atrous.pipeline.schedules.isa import conv_tile, isa_of
 
     isa = isa_of(target)
     block = isa.block
@@ -76,9 +76,9 @@ def _dense(channels: int, out_channels: int, taps: int, target, dilation: int = 
 def _depthwise(channels: int, taps: int, target, dilation: int = 1):
     from tvm import te
 
-    from .passes.blocked_kernels import depthwise
-    from .schedules.blocked_window import BlockedWindow, window_tile
-    from .schedules.isa import isa_of
+    from atrous.pipeline.passes.blocked_kernels import depthwise
+    from atrous.pipeline.schedules.blocked_window import BlockedWindow, window_tile
+    from atrous.pipeline.schedules.isa import isa_of
 
     isa = isa_of(target)
     block = isa.block
@@ -93,9 +93,9 @@ def _depthwise(channels: int, taps: int, target, dilation: int = 1):
 def _conv1d(channels: int, dilation: int, target):
     from tvm import te
 
-    from .passes.blocked_kernels import dense
-    from .schedules.blocked_conv import BlockedConv
-    from .schedules.isa import conv_tile, isa_of
+    from atrous.pipeline.passes.blocked_kernels import dense
+    from atrous.pipeline.schedules.blocked_conv import BlockedConv
+    from atrous.pipeline.schedules.isa import conv_tile, isa_of
 
     isa = isa_of(target)
     block = isa.block
@@ -109,7 +109,7 @@ def _conv1d(channels: int, dilation: int, target):
 def _scheduled(tensors, rule, target):
     from tvm import te
 
-    from .schedules.narrow import narrowed
+    from atrous.pipeline.schedules.narrow import narrowed
 
     func = narrowed(te.create_prim_func(tensors).with_attr("global_symbol", "main"))
     with target:

@@ -21,13 +21,13 @@ import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import artifact as art
-from ..errors import AtrousError, ToolchainError
-from ..global_hook import registered
-from ..tir_walk import statements
-from .glsl import Shader, kernel_to_glsl
-from .payload import pack
-from .spirv import compile_shaders, require_tools
+from atrous.pipeline import artifact as art
+from atrous.pipeline.errors import AtrousError, ToolchainError
+from atrous.pipeline.global_hook import registered
+from atrous.pipeline.tir_walk import statements
+from atrous.pipeline.devices.vulkan.glsl import Shader, kernel_to_glsl
+from atrous.pipeline.devices.vulkan.payload import pack
+from atrous.pipeline.devices.vulkan.spirv import compile_shaders, require_tools
 
 BUILD_HOOK = "target.build.vulkan"
 LIBRARY = "libatrous_vulkan.so"
@@ -39,7 +39,7 @@ def load_runtime(build_root: Path = art.BUILD_ROOT) -> Path:
     TVM can create, save, load and run Vulkan modules. Loading needs no Vulkan driver; running does."""
     import tvm  # noqa: F401  the wheel's libtvm_runtime/libtvm_ffi first: the library's own copies must not load
 
-    from ..runtime_build import build_runtime
+    from atrous.pipeline.devices.runtime_build import build_runtime
 
     library = build_runtime(root=Path(build_root)).lib / LIBRARY
     if not library.is_file():

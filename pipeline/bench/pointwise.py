@@ -14,11 +14,11 @@ import numpy as np
 import tvm
 from tvm.s_tir import meta_schedule as ms
 
-from .bench import publish
-from .optimize import OptimizeOptions
-from .schedules import default_rules
-from .schedules.pixel_conv import PixelConv
-from .tune import lowered_module
+from atrous.pipeline.bench.compare import publish
+from atrous.pipeline.optimize import OptimizeOptions
+from atrous.pipeline.schedules import default_rules
+from atrous.pipeline.schedules.pixel_conv import PixelConv
+from atrous.pipeline.tuning.tune import lowered_module
 
 ROUNDS = 7
 
@@ -46,7 +46,7 @@ def _args(func, rng) -> list:
 
 
 def bench_model(name: str, preset) -> list[dict]:
-    from . import source
+    from atrous.pipeline import source
 
     src, target = source.from_zoo(name, "standard"), preset.tvm_target()
     off = OptimizeOptions(pixel_conv=False)
@@ -95,9 +95,9 @@ def table(rows: list[dict], models: list[str]) -> str:
 
 
 def main(argv=None) -> int:
-    import targets
+    from atrous import targets
 
-    p = argparse.ArgumentParser(prog="python -m pipeline.benchpointwise", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atrous.pipeline.bench.pointwise", description=__doc__.splitlines()[0])
     p.add_argument("--models", default="deeplabv3-mobilenet,deeplabv3-resnet,wavenet")
     p.add_argument("--target", default="host")
     p.add_argument("--out", default=None, help="add the table at the top of this markdown file (BENCHMARKS.md)")

@@ -29,10 +29,10 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from . import artifact as art
-from .errors import ToolchainError
+from atrous.pipeline import artifact as art
+from atrous.pipeline.errors import ToolchainError
 
-RUNTIME_SRC = Path(__file__).resolve().parent.parent / "runtime"
+RUNTIME_SRC = Path(__file__).resolve().parents[2] / "runtime"  # atrous/runtime when installed
 
 
 @dataclass(frozen=True)

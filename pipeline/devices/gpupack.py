@@ -1,7 +1,7 @@
 """Pack the GPU check: bundles of zoo models for one CUDA target plus ``runtime/gpu_check.py``, in one directory
 that a machine with only a GPU driver, Python, NumPy and PyTorch runs as is (no TVM, no compiler there).
 
-    python -m pipeline.gpupack --target h100 [--models a,b] [--preset tiny] [--out build/gpu-check/h100]
+    python -m atrous.pipeline.devices.gpupack --target h100 [--models a,b] [--preset tiny] [--out build/gpu-check/h100]
     # on the GPU machine:  python3 gpu_check.py    -> results.md / results.json
 
 Each ``models/<name>/`` is the model's bundle plus ``model.onnx`` (for ONNX Runtime's CUDA provider) and
@@ -15,17 +15,17 @@ import shutil
 import sys
 from pathlib import Path
 
-RUNTIME_DIR = Path(__file__).resolve().parent.parent / "runtime"
+RUNTIME_DIR = Path(__file__).resolve().parents[2] / "runtime"  # atrous/runtime when installed
 
 
 def pack(target: str, names: list[str], preset: str, out: Path, build_root: Path | None = None) -> Path:
     import torch
 
-    import targets
-    from . import artifact as art
-    from . import source
-    from .bundle import make_bundle
-    from .interface import CompileArgs, compile_model
+    from atrous import targets
+    from atrous.pipeline import artifact as art
+    from atrous.pipeline import source
+    from atrous.pipeline.devices.bundle import make_bundle
+    from atrous.pipeline.interface import CompileArgs, compile_model
 
     gpu = targets.get_target(target)
     if gpu.family != "cuda":
@@ -47,7 +47,7 @@ def pack(target: str, names: list[str], preset: str, out: Path, build_root: Path
 
 
 def main(argv=None) -> int:
-    from models import MODELS
+    from atrous.models import MODELS
 
     parser = argparse.ArgumentParser(description="pack zoo bundles + gpu_check.py for a CUDA target")
     parser.add_argument("--target", default="h100")

@@ -30,8 +30,8 @@ FAILED = 1e10  # MetaSchedule's run time for a candidate that failed to build or
 
 def default_schedule(task, target, options=None) -> s_tir.Schedule | None:
     """The schedule the default rules give the task's kernel (None: no rule applies; compile leaves it as is)."""
-    from .schedules import default_rules
-    from .schedules.guard import apply_first
+    from atrous.pipeline.schedules import default_rules
+    from atrous.pipeline.schedules.guard import apply_first
 
     with target:  # a rule that raises declines, as in compile (schedules/guard.py)
         return apply_first(task.dispatched[0]["main"], target, default_rules(target, options), task.task_name)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .runner import CompiledModel
+from atrous.pipeline.runner import CompiledModel
 
 BUILTINS = "(vm builtins)"
 
@@ -56,7 +56,7 @@ class Profile:
                 "kernels": [k.as_dict() for k in self.kernels]}
 
     def table(self, top: int = 25, peak_gflops: float | None = None) -> str:
-        """The slowest ``top`` kernels; with the machine's FMA peak (pipeline/peak.py), GFLOP/s as its share."""
+        """The slowest ``top`` kernels; with the machine's FMA peak (pipeline/bench/peak.py), GFLOP/s as its share."""
         total = self.kernel_seconds or 1.0
 
         def rate(flops, seconds):

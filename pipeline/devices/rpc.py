@@ -10,10 +10,10 @@ import gc
 
 import numpy as np
 
-from . import artifact as art
-from .device import RUN_TIMEOUT_S, Device, check_reachable, check_tracker
-from .errors import DeviceError, first_line
-from .runner import check_inputs
+from atrous.pipeline import artifact as art
+from atrous.pipeline.devices.address import RUN_TIMEOUT_S, Device, check_reachable, check_tracker
+from atrous.pipeline.errors import DeviceError, first_line
+from atrous.pipeline.runner import check_inputs
 
 
 def connect(device: Device):
@@ -38,8 +38,6 @@ def connect(device: Device):
                           f"(keys: {', '.join(sorted(k for k in keys if k)) or 'none'}); start "
                           f"atrous-rpc-server --tracker {device.host}:{device.port} --key {device.key} on the board")
     return tracker.request(device.key, session_timeout=RUN_TIMEOUT_S, max_retry=3)
-
-
 
 
 def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,

@@ -7,7 +7,7 @@ Runtime, on the same inputs, each with the thread count it reports using. Runtim
 rounds (one run of each per round) so that drift on a shared machine hits all of them alike; the table reports
 medians and ratios to ONNX Runtime. ``--variant OPTION=VALUE`` (``make bench VARIANT=winograd=off``) adds a column:
 atrous untuned with one ``OptimizeOptions`` field changed. A second table gives each model's weights, the native
-build's library size, and the memory one run takes in atrous and in ONNX Runtime (pipeline/memory.py). GFLOP/s
+build's library size, and the memory one run takes in atrous and in ONNX Runtime (pipeline/bench/memory.py). GFLOP/s
 counts the direct convolution's FLOPs.
 """
 
@@ -21,12 +21,12 @@ import sys
 import time
 from pathlib import Path
 
-from .bench import publish
-from .interface import CompileArgs, compile_model, require_ok, verify_model
-from .optimize import OptimizeOptions
-from .peak import fma_peak
-from .threads import runtime_threads
-from .tune import has_database
+from atrous.pipeline.bench.compare import publish
+from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from atrous.pipeline.optimize import OptimizeOptions
+from atrous.pipeline.bench.peak import fma_peak
+from atrous.pipeline.threads import runtime_threads
+from atrous.pipeline.tuning.database import has_database
 
 
 # Each runtime's worker threads spin for a while after a run (OpenMP in PyTorch, ONNX Runtime's and TVM's own
@@ -64,11 +64,11 @@ def bench_model(name: str, presets: dict, repeat: int, build_root: Path, variant
     """``presets``: {label: preset} of the CPU builds to time (the first is this machine's own)."""
     import torch
 
-    from models import count_flops, count_params
-    from . import source
-    from .memory import measure
-    from .reference import onnxruntime_session
-    from .runner import CompiledModel
+    from atrous.models import count_flops, count_params
+    from atrous.pipeline import source
+    from atrous.pipeline.bench.memory import measure
+    from atrous.pipeline.reference import onnxruntime_session
+    from atrous.pipeline.runner import CompiledModel
 
     src = source.from_zoo(name, "standard")
     native = next(iter(presets.values()))
@@ -145,7 +145,7 @@ def markdown(rows: list[dict], command: str, presets: dict, repeat: int, peak_gf
         "rounds, milliseconds; in brackets, speed relative to ONNX Runtime (>1 is faster). A shared machine: "
         "compare ratios, not absolute times. GFLOP/s: the PyTorch model's conv and matmul FLOPs over atrous' "
         f"best time; in brackets, the share of this machine's fp32 FMA peak, measured before the models at "
-        f"{peak_gflops:.0f} GFLOP/s on {threads.get('atrous', '?')} threads (pipeline/peak.py). Threads each "
+        f"{peak_gflops:.0f} GFLOP/s on {threads.get('atrous', '?')} threads (pipeline/bench/peak.py). Threads each "
         f"runtime used (read back from it): {counts}."
         + (" Tuned columns: kernels with a record in the CPU's database, of all kernels, in the last column."
            if tuned_note else ""),
@@ -171,7 +171,7 @@ def markdown(rows: list[dict], command: str, presets: dict, repeat: int, peak_gf
         lines += ["", f"Size and memory (the `{native}` build): fp32 weights of the model, the compiled library "
                   "(`model.so`), and what one run adds to a process that has imported the runtime (peak resident "
                   "set minus the resident set before loading the model, each runtime in a process of its own: "
-                  "pipeline/memory.py).", "",
+                  "pipeline/bench/memory.py).", "",
                   "| model | weights MB | model.so MB | library / weights | atrous run MB | onnxruntime run MB |",
                   "|---|---:|---:|---:|---:|---:|"]
         for r in rows:
@@ -194,8 +194,8 @@ def _cpu_name() -> str:
 def cpu_builds(target: str, mcpus: str | None) -> dict:
     """{label: preset}: this machine's build of ``target``, then one per other CPU in ``mcpus`` (comma-separated;
     None: znver3, the AVX2 build, when this machine has AVX-512 and runs it) that this machine can run."""
-    import targets
-    from targets.cpu_choice import features
+    from atrous import targets
+    from atrous.targets.cpu_choice import features
 
     native = targets.get_target(target)
     presets = {"native": native}
@@ -209,10 +209,10 @@ def cpu_builds(target: str, mcpus: str | None) -> dict:
 
 
 def main(argv=None) -> int:
-    from models import MODELS
+    from atrous.models import MODELS
     from tqdm import tqdm
 
-    p = argparse.ArgumentParser(prog="python -m pipeline.benchsuite", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atrous.pipeline.bench.suite", description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated zoo models (default: all)")
     p.add_argument("--target", default="host")
     p.add_argument("--mcpus", default=None, metavar="CPU,...",

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .bench import publish
-from .benchsuite import _cpu_name, _rounds, _torch_run
-from .interface import CompileArgs, compile_model, require_ok, verify_model
-from .optimize import OptimizeOptions, rewrites_only
+from atrous.pipeline.bench.compare import publish
+from atrous.pipeline.bench.suite import _cpu_name, _rounds, _torch_run
+from atrous.pipeline.interface import CompileArgs, compile_model, require_ok, verify_model
+from atrous.pipeline.optimize import OptimizeOptions, rewrites_only
 
 # (input channels, output channels, map size, rate): DeepLabV3 ASPP at output stride 16 (17x17, rates 6/12/18)
 # and 8 (33x33, rates doubled), on the MobileNetV2 (320) and ResNet-50 (2048, stride 16 only: seconds per run) heads
@@ -48,7 +48,8 @@ def _tune(src, preset, options, trials: int, directory: Path):
     import math
     import shutil
 
-    from .tune import TuneArgs, extract_tasks, lowered_module, tune_model
+    from atrous.pipeline.tuning.tune import TuneArgs, lowered_module, tune_model
+    from atrous.pipeline.tuning.tasks import extract_tasks
 
     shutil.rmtree(directory, ignore_errors=True)
     count = len(extract_tasks(lowered_module(src, preset, options), preset))
@@ -60,9 +61,9 @@ def bench_layer(c_in: int, c_out: int, size: int, rate: int, preset, repeat: int
                 trials: int = 0, winograd: bool = False) -> dict:
     import torch
 
-    from . import source
-    from .reference import onnxruntime_session
-    from .runner import CompiledModel
+    from atrous.pipeline import source
+    from atrous.pipeline.reference import onnxruntime_session
+    from atrous.pipeline.runner import CompiledModel
 
     rng = np.random.default_rng(0)
     inputs = {"x": rng.standard_normal((1, c_in, size, size)).astype("float32")}
@@ -149,10 +150,10 @@ def markdown(rows: list[dict], command: str, repeat: int, trials: int = 0) -> st
 
 
 def main(argv=None) -> int:
-    import targets
+    from atrous import targets
     from tqdm import tqdm
 
-    p = argparse.ArgumentParser(prog="python -m pipeline.benchlayers", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atrous.pipeline.bench.layers", description=__doc__.splitlines()[0])
     p.add_argument("--target", default="host")
     p.add_argument("--repeat", type=int, default=10)
     p.add_argument("--build-dir", default="build/bench-layers")

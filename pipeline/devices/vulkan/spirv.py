@@ -14,8 +14,8 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..errors import ToolchainError
-from .glsl import Shader, ShaderCodegenError
+from atrous.pipeline.errors import ToolchainError
+from atrous.pipeline.devices.vulkan.glsl import Shader, ShaderCodegenError
 
 TOOLS = {"glslangValidator": "glslang-tools", "spirv-val": "spirv-tools"}
 TARGET_ENV = "vulkan1.1"  # what lavapipe, Mali and Adreno drivers all accept

@@ -17,8 +17,8 @@ import threading
 import time
 from pathlib import Path
 
-from . import artifact as art
-from .errors import ToolchainError
+from atrous.pipeline import artifact as art
+from atrous.pipeline.errors import ToolchainError
 
 SOURCE = Path(__file__).with_name("fma_peak.c")
 FLAGS = ("-O2", "-march=native", "-ffp-contract=fast", "-shared", "-fPIC")

@@ -13,8 +13,8 @@ import argparse
 import datetime
 import sys
 
-from .bench import publish
-from .hot_loops import CPUS, HOT_KERNELS, assembly, estimated_peak, hot_loop, mca_cycles
+from atrous.pipeline.bench.compare import publish
+from atrous.pipeline.bench.hot_loops import CPUS, HOT_KERNELS, assembly, estimated_peak, hot_loop, mca_cycles
 
 
 def rows(cpus: list[str]) -> list[dict]:
@@ -40,7 +40,7 @@ def markdown(table: list[dict], cpus: list[str]) -> str:
              "peak (FMAs x llvm-mca's cycles per FMA of independent FMAs / the loop's cycles). LLVM's models, not "
              "measurements: e.g. its Zen 4 model charges a broadcast load an FP pipe slot (13x2 tiles at 67%), "
              "where the same loop measured 93-97% of the peak on a Zen 4; its cortex-a72 and cortex-a76 models "
-             "give the same figures. Kernels: pipeline/hot_loops.py.", "",
+             "give the same figures. Kernels: pipeline/bench/hot_loops.py.", "",
              "| kernel | " + " | ".join(cpus) + " |", "|---|" + "---:|" * len(cpus)]
     for kernel in dict.fromkeys(r["kernel"] for r in table):
         cells = []
@@ -60,7 +60,7 @@ def _llvm() -> str:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.benchisa", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m atrous.pipeline.bench.isa", description=__doc__.splitlines()[0])
     p.add_argument("--cpus", default=",".join(CPUS), help="comma-separated LLVM CPUs (default: all of hot_loops)")
     p.add_argument("--out", default=None, help="add the markdown table at the top of this file (default: print only)")
     args = p.parse_args(argv)

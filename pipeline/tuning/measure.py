@@ -20,7 +20,7 @@ import tempfile
 
 from tvm.s_tir import meta_schedule as ms
 
-from .errors import AtrousError
+from atrous.pipeline.errors import AtrousError
 
 BUILD_TIMEOUT_S = 60.0
 RUN_TIMEOUT_S = 30.0
@@ -28,14 +28,14 @@ RUN_TIMEOUT_S = 30.0
 
 def build_candidate(mod, target, _params):
     """MetaSchedule's default build, minus the tensor-intrinsic import (runs in the builder's worker). CUDA
-    candidates get their device code from NVRTC ahead of time, as model builds do (pipeline/cuda.py)."""
+    candidates get their device code from NVRTC ahead of time, as model builds do (pipeline/devices/cuda.py)."""
     from tvm.driver import build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
     mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
     if target.kind.name != "cuda":
         return build(mod, target=target)
-    from .cuda import compiling_for
+    from atrous.pipeline.devices.cuda import compiling_for
 
     with compiling_for(str(target.attrs["arch"]), "tuning candidate"):
         return build(mod, target=target)
@@ -60,9 +60,9 @@ def local_builder(workers: int | None = None, compiler: str | None = None) -> ms
 
 
 def device_measurement(preset, device):
-    """(builder, runner) measuring on ``device`` (a pipeline.device.Device) for ``preset``."""
-    from .build import linker_for
-    from .device import check_tracker
+    """(builder, runner) measuring on ``device`` (a devices.address.Device) for ``preset``."""
+    from atrous.pipeline.build import linker_for
+    from atrous.pipeline.devices.address import check_tracker
 
     if device.kind != "tracker":
         raise AtrousError("tuning on a board needs a TVM RPC tracker (MetaSchedule measures through one): run "
