@@ -51,46 +51,62 @@ size_t ItemSize(const std::string& dtype) {
   return descr.empty() ? 0 : static_cast<size_t>(std::stoi(descr.substr(2)));
 }
 
-bool ReadNpy(const std::string& path, NpyArray* out, std::string* problem) {
-  std::ifstream file(path, std::ios::binary);
-  if (!file) return *problem = "cannot open " + path, false;
-  char magic[8];
-  if (!file.read(magic, 8) || std::memcmp(magic, "\x93NUMPY", 6) != 0) {
-    return *problem = path + " is not a .npy file (save arrays with numpy.save)", false;
+bool ParseNpy(const char* bytes, size_t size, const std::string& label, NpyArray* out, std::string* problem) {
+  if (size < 10 || std::memcmp(bytes, "\x93NUMPY", 6) != 0) {
+    return *problem = label + " is not a .npy file (save arrays with numpy.save)", false;
   }
-  uint32_t header_len = 0;
-  unsigned char len_bytes[4] = {0, 0, 0, 0};
-  int width = magic[6] == 1 ? 2 : 4;
-  if (!file.read(reinterpret_cast<char*>(len_bytes), width)) return *problem = path + ": truncated header", false;
-  for (int i = width - 1; i >= 0; --i) header_len = (header_len << 8) | len_bytes[i];
-  std::string header(header_len, '\0');
-  if (!file.read(header.data(), header_len)) return *problem = path + ": truncated header", false;
+  const unsigned char major = static_cast<unsigned char>(bytes[6]);
+  if (major < 1 || major > 3) return *problem = label + ": unknown .npy format version", false;
+  const size_t width = major == 1 ? 2 : 4;
+  if (size < 8 + width) return *problem = label + ": truncated header", false;
+  uint64_t header_len = 0;
+  for (size_t i = width; i-- > 0;) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[8 + i]);
+  const size_t offset = 8 + width;
+  if (header_len > size - offset) return *problem = label + ": truncated header", false;
+  const std::string header(bytes + offset, static_cast<size_t>(header_len));
   out->dtype = NameOf(Trim(Field(header, "descr")));
   if (out->dtype.empty()) {
-    return *problem = path + ": unsupported dtype " + Trim(Field(header, "descr")) +
+    return *problem = label + ": unsupported dtype " + Trim(Field(header, "descr")) +
                       " (little-endian float16/32/64, int8-64, uint8, bool)", false;
   }
   if (Trim(Field(header, "fortran_order")) != "False") {
-    return *problem = path + ": Fortran-ordered array; save a C-contiguous one (numpy.ascontiguousarray)", false;
+    return *problem = label + ": Fortran-ordered array; save a C-contiguous one (numpy.ascontiguousarray)", false;
   }
   out->shape.clear();
   std::istringstream dims(Trim(Field(header, "shape")));
   std::string dim;
-  size_t count = 1;
+  uint64_t bytes_needed = ItemSize(out->dtype);
   while (std::getline(dims, dim, ',')) {
     dim = Trim(dim, " ");
     if (dim.empty()) continue;
     if (dim.find_first_not_of("0123456789") != std::string::npos || dim.size() > 12) {
-      return *problem = path + ": malformed shape in the .npy header", false;
+      return *problem = label + ": malformed shape in the .npy header", false;
     }
     out->shape.push_back(std::stoll(dim));
-    count *= static_cast<size_t>(out->shape.back());
+    // the size the header declares is checked against the file before anything is allocated
+    if (__builtin_mul_overflow(bytes_needed, static_cast<uint64_t>(out->shape.back()), &bytes_needed)) {
+      return *problem = label + ": the shape in the .npy header overflows", false;
+    }
   }
-  out->data.resize(count * ItemSize(out->dtype));
-  if (!file.read(out->data.data(), static_cast<std::streamsize>(out->data.size()))) {
-    return *problem = path + ": file shorter than its shape says", false;
+  const size_t body = size - offset - static_cast<size_t>(header_len);
+  if (bytes_needed > body) {
+    return *problem = label + ": file shorter than its shape says (" + std::to_string(bytes_needed) +
+                      " bytes of data declared, " + std::to_string(body) + " present)", false;
   }
+  const char* data = bytes + offset + header_len;
+  out->data.assign(data, data + bytes_needed);
   return true;
+}
+
+bool ReadNpy(const std::string& path, NpyArray* out, std::string* problem) {
+  std::ifstream file(path, std::ios::binary | std::ios::ate);
+  if (!file) return *problem = "cannot open " + path, false;
+  const std::streamoff size = file.tellg();
+  if (size < 0) return *problem = "cannot read " + path, false;
+  std::vector<char> bytes(static_cast<size_t>(size));  // a file's own length bounds every allocation
+  file.seekg(0);
+  if (!file.read(bytes.data(), size)) return *problem = "cannot read " + path, false;
+  return ParseNpy(bytes.data(), bytes.size(), path, out, problem);
 }
 
 bool WriteNpy(const std::string& path, const NpyArray& array, std::string* problem) {

@@ -15,6 +15,9 @@ struct NpyArray {
   std::vector<char> data;
 };
 
+// A .npy file's bytes: every size the header declares is checked against ``size`` before anything is allocated;
+// ``label`` names the source in the problem.
+bool ParseNpy(const char* bytes, size_t size, const std::string& label, NpyArray* out, std::string* problem);
 bool ReadNpy(const std::string& path, NpyArray* out, std::string* problem);
 bool WriteNpy(const std::string& path, const NpyArray& array, std::string* problem);
 // The element as a double (for comparisons); dtype must be one ReadNpy accepts.
