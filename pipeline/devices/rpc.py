@@ -1,12 +1,17 @@
 """Stage: run a compiled model on a board through TVM's RPC (an atrous-rpc-server, or TVM's own server).
 
 The model library is uploaded to the server's session directory, loaded there, and driven through the Relax VM
-from here; inputs and outputs cross the connection as tensors.
+from here; inputs and outputs cross the connection as tensors. A server started with a shared secret
+(``atrous-rpc-server --secret FILE``) refuses clients without it: ``ATROUS_RPC_SECRET`` (the secret) or
+``ATROUS_RPC_SECRET_FILE`` (a file holding it) gives it to this side, which sends it in the handshake after the
+key, directly or through a tracker.
 """
 
 from __future__ import annotations
 
 import gc
+import os
+from pathlib import Path
 
 import numpy as np
 
@@ -14,6 +19,26 @@ from atrous.pipeline import artifact as art
 from atrous.pipeline.devices.address import RUN_TIMEOUT_S, Device, check_reachable, check_tracker
 from atrous.pipeline.errors import DeviceError, first_line
 from atrous.pipeline.runner import check_inputs
+
+
+def secret() -> str:
+    """The shared secret for RPC servers that require one ("" when none is configured)."""
+    if os.environ.get("ATROUS_RPC_SECRET"):
+        return os.environ["ATROUS_RPC_SECRET"].strip()
+    path = os.environ.get("ATROUS_RPC_SECRET_FILE")
+    if not path:
+        return ""
+    try:
+        text = Path(path).read_text().strip().splitlines()
+    except OSError as err:
+        raise DeviceError(f"ATROUS_RPC_SECRET_FILE={path}: {err.strerror}") from None
+    return text[0].strip() if text else ""
+
+
+def _hello_key(key: str) -> str:
+    """The handshake key: the server's key, then the secret as atrous-rpc-server reads it."""
+    shared = secret()
+    return f"{key} -secret={shared}" if shared else key
 
 
 def connect(device: Device):
@@ -24,11 +49,7 @@ def connect(device: Device):
         check_reachable(device.host, device.port, "the RPC server",
                         f"start it on the device (bundle/bin/atrous-rpc-server --port {device.port}) and check "
                         "the address")
-        try:
-            return rpc.connect(device.host, device.port, key=device.key, session_timeout=RUN_TIMEOUT_S)
-        except Exception as err:
-            raise DeviceError(f"RPC handshake with {device.label} failed: {first_line(err)} "
-                              "(a wrong key, or not a TVM RPC server)") from None
+        return _connect(rpc, device.host, device.port, device.key, device.label)
     check_tracker(device)
     tracker = rpc.connect_tracker(device.host, device.port)
     summary = tracker.summary()
@@ -37,7 +58,30 @@ def connect(device: Device):
         raise DeviceError(f"the tracker at {device.host}:{device.port} has no device with key '{device.key}' "
                           f"(keys: {', '.join(sorted(k for k in keys if k)) or 'none'}); start "
                           f"atrous-rpc-server --tracker {device.host}:{device.port} --key {device.key} on the board")
-    return tracker.request(device.key, session_timeout=RUN_TIMEOUT_S, max_retry=3)
+    if not secret():
+        return tracker.request(device.key, session_timeout=RUN_TIMEOUT_S, max_retry=3)
+    # TVM's request() connects with the tracker's match key alone; the secret goes after it, so ask the tracker
+    # for the server the same way and connect here
+    from tvm.rpc import base
+
+    if tracker._sock is None:
+        tracker._connect()
+    base.sendjson(tracker._sock, [base.TrackerCode.REQUEST, device.key, "", 1])
+    reply = base.recvjson(tracker._sock)
+    if reply[0] != base.TrackerCode.SUCCESS:
+        raise DeviceError(f"the tracker at {device.host}:{device.port} refused a request for '{device.key}': {reply}")
+    host, port, match_key = reply[1]
+    return _connect(rpc, host, port, match_key, f"{device.label} (server {host}:{port})")
+
+
+def _connect(rpc, host: str, port: int, key: str, label: str):
+    try:
+        return rpc.connect(host, port, key=_hello_key(key), session_timeout=RUN_TIMEOUT_S)
+    except Exception as err:
+        hint = ("a wrong key or shared secret (ATROUS_RPC_SECRET / ATROUS_RPC_SECRET_FILE), or not a TVM RPC "
+                "server" if secret() else "a wrong key, a server that requires a shared secret (set "
+                "ATROUS_RPC_SECRET_FILE), or not a TVM RPC server")
+        raise DeviceError(f"RPC handshake with {label} failed: {first_line(err)} ({hint})") from None
 
 
 def run_over_rpc(artifact: art.Artifact, device: Device, inputs: dict,

@@ -59,6 +59,15 @@ def local_builder(workers: int | None = None, compiler: str | None = None) -> ms
                                    f_build=build_candidate, f_export=export)
 
 
+def create_session(rpc_config):
+    """MetaSchedule's RPC session, opened by atrous's client (devices/rpc.py), which sends the shared secret to
+    servers started with --secret (TVM's tracker request sends only the key)."""
+    from atrous.pipeline.devices.address import Device
+    from atrous.pipeline.devices.rpc import connect
+
+    return connect(Device("tracker", rpc_config.tracker_host, rpc_config.tracker_port, key=rpc_config.tracker_key))
+
+
 def device_measurement(preset, device):
     """(builder, runner) measuring on ``device`` (a devices.address.Device) for ``preset``."""
     from atrous.pipeline.build import linker_for
@@ -72,7 +81,7 @@ def device_measurement(preset, device):
     check_tracker(device)
     config = ms.runner.RPCConfig(tracker_host=device.host, tracker_port=device.port, tracker_key=device.key,
                                  session_timeout_sec=RUN_TIMEOUT_S * 4)
-    runner = ms.runner.RPCRunner(config, evaluator_config=evaluator(), max_workers=1)
+    runner = ms.runner.RPCRunner(config, evaluator_config=evaluator(), max_workers=1, f_create_session=create_session)
     return local_builder(compiler=linker_for(preset)), runner
 
 

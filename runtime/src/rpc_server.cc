@@ -1,7 +1,14 @@
 // atrous-rpc-server: a TVM RPC server for the device, with no Python on it.
 //
-//   atrous-rpc-server [--host 0.0.0.0] [--port 9090] [--tracker HOST:PORT --key KEY] [--custom-addr ADDR]
-//                     [--once]
+//   atrous-rpc-server [--host 127.0.0.1] [--port 9090] [--secret FILE] [--tracker HOST:PORT --key KEY]
+//                     [--custom-addr ADDR] [--max-session S] [--max-upload-mb N] [--once]
+//
+// TVM's RPC protocol uploads a shared library and runs it: whoever reaches the port runs code as this server's
+// user. So it listens on loopback unless --host says otherwise (reach a board with `ssh -L 9090:localhost:9090`),
+// warns when it does not, and with --secret FILE (or ATROUS_RPC_SECRET) refuses every session whose handshake
+// lacks the shared secret (atrous's client sends it as "-secret=S" after the key; it is compared in constant time
+// and travels in clear, so on networks you do not trust use ssh). Each session runs at most --max-session seconds
+// and may write at most --max-upload-mb to its work directory; one session at a time.
 //
 // It speaks TVM's RPC protocol, so `tvm.rpc.connect(host, port, key=KEY)` and trackers
 // (`python -m tvm.exec.rpc_tracker`, `tvm.rpc.connect_tracker(...).request(KEY)`) work with it: the handshake and
@@ -15,6 +22,7 @@
 #include <signal.h>
 #include <sys/select.h>
 #include <sys/socket.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
@@ -26,8 +34,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 #include <string>
+
+#include "rpc_handshake.h"
 
 namespace ffi = tvm::ffi;
 
@@ -38,8 +49,11 @@ constexpr int32_t kCodeSuccess = kRPCMagic, kCodeMismatch = kRPCMagic + 2;
 constexpr int kTrackerSuccess = 0, kTrackerPut = 3, kTrackerUpdateInfo = 5, kTrackerPendingKeys = 7;
 
 struct Options {
-  std::string host = "0.0.0.0";
+  std::string host = "127.0.0.1";
   int port = 9090;
+  std::string secret;
+  int max_session_s = 3600;
+  long max_upload_mb = 1024;
   std::string tracker_host;
   int tracker_port = 0;
   std::string key;
@@ -210,25 +224,36 @@ class TrackerLink {
   int idle_pings_ = 0;
 };
 
-// TVM's handshake: magic, then "client:<key> [-timeout=N]"; we answer success and "server:<key>".
-bool Handshake(int conn, const std::string& expected_key, const std::string& server_key, int* timeout) {
+// TVM's handshake: magic, then "client:<key> [-timeout=N] [-secret=S]"; we answer success and "server:<key>".
+bool Handshake(int conn, const Options& o, const std::string& expected_key, int* timeout) {
   int32_t magic = 0;
-  std::string header;
+  std::string header, why;
+  atrous::ClientHello hello;
   if (!RecvInt(conn, &magic) || magic != kRPCMagic || !RecvString(conn, &header, 4096)) return false;
-  std::string first = header.substr(0, header.find(' '));
-  if (first != "client:" + expected_key) {
-    SendInt(conn, kCodeMismatch);
-    Log("refused a client with key '" + first + "'");
+  if (!atrous::ParseClientHello(header, &hello, &why)) {
+    Log("refused a connection: " + why);
     return false;
   }
-  size_t at = header.find("-timeout=");
-  *timeout = at == std::string::npos ? 0 : std::atoi(header.c_str() + at + 9);
-  return SendInt(conn, kCodeSuccess) && SendString(conn, "server:" + server_key);
+  if (hello.key != expected_key) {
+    SendInt(conn, kCodeMismatch);
+    Log("refused a client with key '" + hello.key + "'");
+    return false;
+  }
+  if (!o.secret.empty() && !atrous::SameSecret(hello.secret, o.secret)) {
+    SendInt(conn, kCodeMismatch);
+    Log(hello.secret.empty() ? "refused a client without the shared secret"
+                             : "refused a client with a wrong shared secret");
+    return false;
+  }
+  *timeout = hello.timeout_s > 0 && hello.timeout_s < o.max_session_s ? hello.timeout_s : o.max_session_s;
+  return SendInt(conn, kCodeSuccess) && SendString(conn, "server:" + o.key);
 }
 
 // The child side of a session: a private work directory, the two functions TVM's client expects of a server,
 // and the runtime's own RPC loop.
-[[noreturn]] void Serve(int conn) {
+[[noreturn]] void Serve(int conn, long max_upload_mb) {
+  rlimit size{static_cast<rlim_t>(max_upload_mb) << 20, static_cast<rlim_t>(max_upload_mb) << 20};
+  setrlimit(RLIMIT_FSIZE, &size);  // an upload beyond it ends the session (SIGXFSZ), not the board's disk
   char templ[] = "/tmp/atrous-rpc-XXXXXX";
   const char* work = mkdtemp(templ);
   if (work == nullptr || chdir(work) != 0) {
@@ -266,9 +291,9 @@ bool Handshake(int conn, const std::string& expected_key, const std::string& ser
   _exit(code);
 }
 
-void RunSession(int conn, int timeout) {
+void RunSession(int conn, int timeout, long max_upload_mb) {
   pid_t child = fork();
-  if (child == 0) Serve(conn);
+  if (child == 0) Serve(conn, max_upload_mb);
   close(conn);
   if (child < 0) return Log(std::string("fork failed: ") + std::strerror(errno));
   int status = 0;
@@ -285,6 +310,31 @@ void RunSession(int conn, int timeout) {
   }
 }
 
+// The shared secret: the file's first line, without surrounding whitespace; a file that is missing, empty or
+// readable by others is refused (a secret others can read is no secret).
+bool ReadSecret(const std::string& path, std::string* secret) {
+  std::ifstream file(path);
+  std::string line;
+  if (!file || !std::getline(file, line)) {
+    Log("cannot read the secret file " + path);
+    return false;
+  }
+  size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+  *secret = b == std::string::npos ? "" : line.substr(b, e - b + 1);
+  if (secret->empty() || secret->find_first_of(" \t") != std::string::npos) {
+    Log("the secret in " + path + " is empty or has spaces");
+    return false;
+  }
+  std::error_code err;
+  auto perms = std::filesystem::status(path, err).permissions();
+  if (!err && (perms & (std::filesystem::perms::group_read | std::filesystem::perms::others_read)) !=
+                  std::filesystem::perms::none) {
+    Log("the secret file " + path + " is readable by other users: chmod 600 " + path);
+    return false;
+  }
+  return true;
+}
+
 bool ParseArgs(int argc, char** argv, Options* o) {
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -297,6 +347,12 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       o->port = std::atoi(argv[++i]);
     } else if (has_value && arg == "--key") {
       o->key = argv[++i];
+    } else if (has_value && arg == "--secret") {
+      if (!ReadSecret(argv[++i], &o->secret)) return false;
+    } else if (has_value && arg == "--max-session") {
+      o->max_session_s = std::atoi(argv[++i]);
+    } else if (has_value && arg == "--max-upload-mb") {
+      o->max_upload_mb = std::atol(argv[++i]);
     } else if (has_value && arg == "--custom-addr") {
       o->custom_addr = argv[++i];
     } else if (has_value && arg == "--tracker") {
@@ -309,8 +365,12 @@ bool ParseArgs(int argc, char** argv, Options* o) {
       return false;
     }
   }
-  return o->port > 0 && (o->tracker_host.empty() || (o->tracker_port > 0 && !o->key.empty()));
+  if (o->secret.empty() && std::getenv("ATROUS_RPC_SECRET") != nullptr) o->secret = std::getenv("ATROUS_RPC_SECRET");
+  return o->port > 0 && o->max_session_s > 0 && o->max_upload_mb > 0 &&
+         (o->tracker_host.empty() || (o->tracker_port > 0 && !o->key.empty()));
 }
+
+bool IsLoopback(const std::string& host) { return host.rfind("127.", 0) == 0 || host == "localhost"; }
 
 }  // namespace
 
@@ -318,8 +378,9 @@ int main(int argc, char** argv) {
   Options o;
   if (!ParseArgs(argc, argv, &o)) {
     std::fprintf(stderr,
-                 "usage: atrous-rpc-server [--host 0.0.0.0] [--port 9090] [--key KEY] "
-                 "[--tracker HOST:PORT --key KEY] [--custom-addr ADDR] [--once]\n");
+                 "usage: atrous-rpc-server [--host 127.0.0.1] [--port 9090] [--secret FILE] [--key KEY] "
+                 "[--tracker HOST:PORT --key KEY] [--custom-addr ADDR] [--max-session S] [--max-upload-mb N] "
+                 "[--once]\n");
     return 2;
   }
   signal(SIGPIPE, SIG_IGN);
@@ -333,9 +394,17 @@ int main(int argc, char** argv) {
   Log(std::string("devices: cpu") + (cuda ? ", cuda" : " (no NVIDIA driver or no libtvm_runtime_cuda.so)") +
       (vulkan ? ", vulkan" : ""));
   int listener = Listen(o.host, o.port);
+  if (!IsLoopback(o.host)) {
+    Log("WARNING: listening on " + o.host + ", beyond this machine: whoever reaches port " +
+        std::to_string(o.port) + " can run code here as this user" +
+        (o.secret.empty() ? "; pass --secret FILE to require a shared secret, or listen on 127.0.0.1 and "
+                            "connect through ssh -L"
+                          : "; clients must present the shared secret (sent in clear: on untrusted networks "
+                            "use ssh -L instead)"));
+  }
   Log("listening on " + o.host + ":" + std::to_string(o.port) +
       (o.tracker_host.empty() ? "" : ", tracker " + o.tracker_host + ":" + std::to_string(o.tracker_port)) +
-      (o.key.empty() ? "" : ", key " + o.key));
+      (o.key.empty() ? "" : ", key " + o.key) + (o.secret.empty() ? "" : ", shared secret required"));
   TrackerLink tracker(o);
   while (true) {
     if (!tracker.Register()) {
@@ -357,12 +426,12 @@ int main(int argc, char** argv) {
     int yes = 1;
     setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
     int timeout = 0;
-    if (!Handshake(conn, tracker.MatchKey(), o.key, &timeout)) {
+    if (!Handshake(conn, o, tracker.MatchKey(), &timeout)) {
       close(conn);
       continue;
     }
     Log("session started");
-    RunSession(conn, timeout);
+    RunSession(conn, timeout, o.max_upload_mb);
     Log("session finished");
     if (o.once) break;
     tracker.Renew();
