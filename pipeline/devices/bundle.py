@@ -16,6 +16,7 @@ Nothing on the board needs Python or a compiler. A bundle is rebuilt when the mo
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 import shutil
 import tarfile
@@ -47,14 +48,40 @@ def run_script(meta: art.Meta, tolerance) -> str:
         "#!/bin/sh",
         f"# {meta.model} compiled for {meta.target}: run it on the golden inputs and compare with PyTorch.",
         "# Usage: ./run.sh [--repeat N] [--threads N]     (more arguments are passed to bin/atrous-run)",
-        "# Exit status: 0 outputs match, 1 outputs differ beyond tolerance, 2 bad input, 3 the run failed.",
+        "# Exit status: 0 outputs match, 1 outputs differ beyond tolerance, 2 bad input or a damaged bundle,",
+        "# 3 the run failed.",
         "set -eu",
         'cd "$(dirname "$0")"',
+        f"# every file as packed (sha256sum -c {MANIFEST}): a damaged or partial copy is named, nothing runs",
+        "if command -v sha256sum >/dev/null; then",
+        f"  bad=$(sha256sum -c {MANIFEST} 2>&1 | grep -v ': OK$' || true)",
+        '  if [ -n "$bad" ]; then',
+        '    echo "run.sh: this bundle is damaged or incomplete (copy it again):" >&2',
+        '    echo "$bad" >&2',
+        "    exit 2",
+        "  fi",
+        "else",
+        f'  echo "run.sh: no sha256sum here: the bundle\'s files are not checked against {MANIFEST}" >&2',
+        "fi",
         "exec ./bin/atrous-run model.so \\",
         *(f"    {a} \\" for a in args),
         f"    --rel-l2 {tolerance.rel_l2:g} --max-abs {tolerance.max_abs:g} \"$@\"",
         "",
     ])
+
+
+MANIFEST = "SHA256SUMS"
+
+
+def manifest(root: Path) -> str:
+    """``sha256sum``'s format for every regular file of the bundle at ``root`` (links are checked through the
+    files they point to), in path order: what run.sh checks before it runs anything."""
+    lines = []
+    for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
+        rel = path.relative_to(root).as_posix()
+        if rel not in (MANIFEST, STAMP):
+            lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}")
+    return "\n".join(lines) + "\n"
 
 
 def shipped(meta: art.Meta, relative: str) -> bool:
@@ -119,6 +146,7 @@ def make_bundle(artifact: art.Artifact, tolerance, runtime: RuntimeBuild | None 
         (root / "run.sh").write_text(run_script(meta, tolerance))
         (root / "run.sh").chmod(0o755)
         (root / "README.txt").write_text(readme(meta, runtime))
+        (root / MANIFEST).write_text(manifest(root))
         (root / STAMP).write_text(stamp)
         stage.commit()
     _tar(final, artifact.root / "bundle.tar.gz", f"{meta.model}-{meta.target}")
