@@ -73,6 +73,7 @@ class RuntimeBuild:
     runner = property(lambda self: self.root / "bin" / "atrous-run")
     rpc_server = property(lambda self: self.root / "bin" / "atrous-rpc-server")
     capi_test = property(lambda self: self.root / "tests" / "atrous-capi-test")
+    threads_test = property(lambda self: self.root / "tests" / "atrous-threads-test")
     lib = property(lambda self: self.root / "lib")
 
     def size_bytes(self) -> dict[str, int]:
@@ -136,9 +137,11 @@ def _wheel_lib_paths(arch: Arch, root: Path) -> dict[str, Path]:
     return {Path(m).name: cache / Path(m).name for m in members}
 
 
-def _stamp(arch: Arch) -> str:
-    digest = hashlib.sha256(arch.name.encode())
-    for path in sorted(p for p in RUNTIME_SRC.rglob("*") if p.is_file()):
+def _stamp(arch: Arch, sanitize: str = "") -> str:
+    digest = hashlib.sha256(f"{arch.name} {sanitize}".encode())
+    # the fuzz harnesses and their corpus are not part of what ships
+    sources = (p for p in RUNTIME_SRC.rglob("*") if p.is_file() and "fuzz" not in p.relative_to(RUNTIME_SRC).parts)
+    for path in sorted(sources):
         digest.update(str(path.relative_to(RUNTIME_SRC)).encode())
         digest.update(path.read_bytes())
     for dist in WHEEL_LIBS:
@@ -168,20 +171,21 @@ def _run(command: list[str], what: str) -> None:
         raise ToolchainError(f"{what} failed:\n{tail}")
 
 
-def build_runtime(arch_name: str | None = None, root: Path | None = None) -> RuntimeBuild:
-    """Build (or reuse) the runtime for ``arch_name`` (default: this machine) under ``root/runtime/<arch>``."""
+def build_runtime(arch_name: str | None = None, root: Path | None = None, sanitize: str = "") -> RuntimeBuild:
+    """Build (or reuse) the runtime for ``arch_name`` (default: this machine) under ``root/runtime/<arch>``;
+    ``sanitize`` ("thread", "address"...: tests only) builds all of it with that sanitizer, in <arch>-<sanitize>."""
     name = arch_name or host_arch()
     if name not in ARCHES:
         raise ToolchainError(f"no runtime build for architecture '{name}'; known: {', '.join(ARCHES)}")
     arch = ARCHES[name]
     base = Path(root or art.BUILD_ROOT) / "runtime"
-    final = base / name
-    stamp = _stamp(arch)
+    final = base / (f"{name}-{sanitize}" if sanitize else name)
+    stamp = _stamp(arch, sanitize)
     if not _up_to_date(final, stamp):
         base.mkdir(parents=True, exist_ok=True)
-        with FileLock(base / f".{name}.lock"):  # another process (a compile, a test worker) may be building it
+        with FileLock(base / f".{final.name}.lock"):  # another process (a compile, a test worker) may be building it
             if not _up_to_date(final, stamp):
-                _build(arch, base, final, stamp)
+                _build(arch, base, final, stamp, sanitize)
     return RuntimeBuild(final, name)
 
 
@@ -189,7 +193,7 @@ def _up_to_date(final: Path, stamp: str) -> bool:
     return (final / "stamp").is_file() and (final / "stamp").read_text() == stamp
 
 
-def _build(arch: Arch, base: Path, final: Path, stamp: str) -> None:
+def _build(arch: Arch, base: Path, final: Path, stamp: str, sanitize: str = "") -> None:
     """Configure, compile and install the runtime into ``final`` (the caller holds the build lock)."""
     name = arch.name
     cmake = _require("cmake", "cmake")
@@ -206,7 +210,7 @@ def _build(arch: Arch, base: Path, final: Path, stamp: str) -> None:
                      f"-DTVM_LIB_DIR={tvm_lib}", f"-DTVM_FFI_LIB_DIR={ffi_lib}",
                      f"-DTVM_INCLUDE={_site_package('tvm') / 'include'}",
                      f"-DVULKAN_HEADERS={_vulkan_headers(base)}",
-                     f"-DCMAKE_INSTALL_PREFIX={stage.path}"]
+                     f"-DCMAKE_INSTALL_PREFIX={stage.path}", f"-DATROUS_SANITIZE={sanitize}"]
         if shutil.which("ninja"):
             configure += ["-G", "Ninja"]
         if arch.toolchain_file:

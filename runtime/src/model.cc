@@ -19,6 +19,7 @@
 #include <fstream>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
@@ -89,9 +90,13 @@ int PhysicalCores() {
   return cores.empty() ? 1 : static_cast<int>(cores.size());
 }
 
-// TVM's thread pool reads TVM_NUM_THREADS when it starts and otherwise takes half the cores on x86.
+// TVM's thread pool reads TVM_NUM_THREADS when it starts and otherwise takes half the cores on x86. Set once per
+// process: setenv is not safe against another thread's getenv, and two threads may load models at once.
 void DefaultThreads() {
-  if (std::getenv("TVM_NUM_THREADS") == nullptr) setenv("TVM_NUM_THREADS", std::to_string(PhysicalCores()).c_str(), 0);
+  static std::once_flag once;
+  std::call_once(once, [] {
+    if (std::getenv("TVM_NUM_THREADS") == nullptr) setenv("TVM_NUM_THREADS", std::to_string(PhysicalCores()).c_str(), 0);
+  });
 }
 
 }  // namespace

@@ -29,7 +29,7 @@ bool ParseShape(const std::string& token, std::vector<int64_t>* shape) {
   std::istringstream in(token);
   std::string dim;
   while (std::getline(in, dim, 'x')) {
-    if (dim.empty() || dim.find_first_not_of("0123456789") != std::string::npos) return false;
+    if (dim.empty() || dim.size() > 15 || dim.find_first_not_of("0123456789") != std::string::npos) return false;
     shape->push_back(std::stoll(dim));
   }
   return !shape->empty();
