@@ -130,6 +130,9 @@ def test_runner_refuses_bad_input_with_a_reason(host_model, arm_model, host_runt
     header = b"{'descr': '<f4', 'fortran_order': False, 'shape': (x1, 3), }\n"
     (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
     (tmp_path / "short.npy").write_bytes((tmp_path / "small.npy").read_bytes()[:200])
+    for name, shape in (("huge", b"(99999999999, 3, 257)"), ("overflow", b"(999999999999, 999999999999, 99999)")):
+        header = b"{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + b", }\n"
+        (tmp_path / f"{name}.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
     cases = [
         ([library, "--input", tmp_path / "small.npy", "--input", tmp_path / "scale.npy"],
          r"compiled for float32[1, 3, 12, 12]"),
@@ -142,6 +145,10 @@ def test_runner_refuses_bad_input_with_a_reason(host_model, arm_model, host_runt
         ([library, "--frobnicate"], "unknown option --frobnicate"),
         ([library, "--input", tmp_path / "bad.npy", "--input", tmp_path / "scale.npy"], "malformed shape"),
         ([library, "--input", tmp_path / "short.npy", "--input", tmp_path / "scale.npy"], "shorter than its shape"),
+        # sizes a header declares are checked against the file before anything is allocated (no bad_alloc)
+        ([library, "--input", tmp_path / "huge.npy", "--input", tmp_path / "scale.npy"],
+         "file shorter than its shape says (308399999996916 bytes of data declared, 0 present)"),
+        ([library, "--input", tmp_path / "overflow.npy", "--input", tmp_path / "scale.npy"], "overflows"),
     ]
     for args, message in cases:
         done = _run([runner, *args])
@@ -175,6 +182,56 @@ def test_c_api_on_aarch64_under_qemu(arm_model, arm_runtime, tmp_path):
     _capi(QEMU, arm_runtime, arm_model, tmp_path)
 
 
+class Dilated(torch.nn.Module):
+    """A second model for the threads test: dilated convs and a residual."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = torch.nn.Conv2d(4, 16, 3, padding=2, dilation=2)
+        self.b = torch.nn.Conv2d(16, 4, 3, padding=4, dilation=4)
+
+    def forward(self, x):
+        return x + self.b(torch.relu(self.a(x)))
+
+
+@pytest.fixture(scope="module")
+def second_host_model(build_root):
+    torch.manual_seed(5)
+    module = Dilated().eval()
+    inputs = {"x": np.random.default_rng(5).standard_normal((1, 4, 40, 44)).astype("float32")}
+    src = source.from_torch("dilated", lambda: module, inputs, ("y",))
+    return compile_model(CompileArgs(src, targets.get_target("host"), build_root, tuned=False))
+
+
+def _threads(runtime, first, second, tmp_path, rounds, env=None):
+    paths = []
+    for i, artifact in enumerate((first, second)):
+        inputs, _ = artifact.load_golden()
+        raw = tmp_path / f"inputs{i}.raw"
+        raw.write_bytes(b"".join(np.ascontiguousarray(inputs[s.name]).tobytes() for s in artifact.meta().inputs))
+        paths += [artifact.library, raw]
+    return _run([runtime.threads_test, *paths, rounds], env=env)
+
+
+def test_two_models_run_from_two_threads_at_once_give_what_each_gives_alone(host_model, second_host_model,
+                                                                            host_runtime, tmp_path):
+    done = _threads(host_runtime, host_model, second_host_model, tmp_path, 50)
+    print(done.stdout)
+    assert done.returncode == 0 and done.stdout.count("same outputs as alone") == 2, done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_the_same_under_thread_sanitizer(host_model, second_host_model, build_root, tmp_path):
+    """The runtime built with -fsanitize=thread (the TVM runtime itself is the wheel's, not instrumented: this
+    checks the C API's own state: errors, the thread-count default, loading)."""
+    tsan = build_runtime(host_arch(), build_root, sanitize="thread")
+    env = {**os.environ, "TSAN_OPTIONS": "halt_on_error=1 exitcode=66 report_signal_unsafe=0"}
+    done = _threads(tsan, host_model, second_host_model, tmp_path, 5, env=env)
+    print(done.stdout, done.stderr[-3000:])
+    assert "ThreadSanitizer" not in done.stderr and done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("same outputs as alone") == 2
+
+
 def test_host_bundle_runs_its_own_check_script(host_model, tmp_path):
     bundle = make_bundle(host_model, targets.get_target("host").tolerance)
     done = _run([bundle / "run.sh", "--repeat", "2"])
@@ -191,6 +248,14 @@ def test_host_bundle_runs_its_own_check_script(host_model, tmp_path):
         tar.extractall(tmp_path, filter="tar")
     moved = _run([tmp_path / "two-host" / "run.sh"], env={"PATH": "/usr/bin:/bin"})
     assert moved.returncode == 0, moved.stdout + moved.stderr
+    # a damaged copy is named before anything runs: a truncated model.so, a missing golden file
+    library = tmp_path / "two-host" / "model.so"
+    library.write_bytes(library.read_bytes()[:4096])
+    (tmp_path / "two-host" / "golden" / "input0.npy").unlink()
+    damaged = _run([tmp_path / "two-host" / "run.sh"], env={"PATH": "/usr/bin:/bin"})
+    assert damaged.returncode == 2 and "damaged or incomplete" in damaged.stderr, damaged.stderr
+    assert "model.so: FAILED" in damaged.stderr and "golden/input0.npy" in damaged.stderr
+    assert "MISMATCH" not in damaged.stdout and "ok" not in damaged.stdout
 
 
 def test_rpi4_model_verifies_under_qemu_with_both_references(arm_model):
@@ -217,6 +282,73 @@ def _wait_listening(port, process, seconds=60):
         except OSError:
             time.sleep(0.3)
     raise TimeoutError(f"nothing listening on {port}")
+
+
+def _server(runtime, *args, prefix=()):
+    port = _free_port()
+    server = subprocess.Popen([*prefix, str(runtime.rpc_server), "--port", str(port), *map(str, args)],
+                              stderr=subprocess.PIPE, text=True)
+    return port, server
+
+
+def _stop(server) -> str:
+    server.send_signal(signal.SIGTERM)
+    try:
+        return server.communicate(timeout=30)[1]
+    except subprocess.TimeoutExpired:
+        server.kill()
+        return server.communicate()[1]
+
+
+def test_rpc_server_listens_on_loopback_unless_told_and_warns_when_told(host_runtime):
+    port, server = _server(host_runtime)
+    try:
+        _wait_listening(port, server)
+        here = [a for a in socket.gethostbyname_ex(socket.gethostname())[2] if not a.startswith("127.")]
+        for address in here:  # another address of this machine: nothing answers there
+            with pytest.raises(OSError):
+                socket.create_connection((address, port), timeout=2).close()
+    finally:
+        log = _stop(server)
+    assert f"listening on 127.0.0.1:{port}" in log and "WARNING" not in log
+    port, server = _server(host_runtime, "--host", "0.0.0.0")
+    try:
+        _wait_listening(port, server)
+    finally:
+        log = _stop(server)
+    assert "WARNING: listening on 0.0.0.0" in log and "--secret FILE" in log
+
+
+def test_rpc_server_with_a_secret_refuses_clients_without_it_and_goes_on_serving(host_model, host_runtime,
+                                                                                tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("s3cr3t-for-this-test\n")
+    secret.chmod(0o644)
+    port, server = _server(host_runtime, "--secret", secret)
+    assert server.wait(timeout=30) == 2 and "readable by other users" in server.stderr.read()
+    secret.chmod(0o600)
+    port, server = _server(host_runtime, "--secret", secret, "--host", "0.0.0.0")
+    device = parse_device(f"rpc://127.0.0.1:{port}", targets.get_target("host"))
+    inputs, expected = host_model.load_golden()
+    try:
+        _wait_listening(port, server)
+        monkeypatch.delenv("ATROUS_RPC_SECRET", raising=False)
+        monkeypatch.delenv("ATROUS_RPC_SECRET_FILE", raising=False)
+        with pytest.raises(errors.DeviceError, match="handshake .* failed.*ATROUS_RPC_SECRET_FILE"):
+            run_over_rpc(host_model, device, inputs)
+        monkeypatch.setenv("ATROUS_RPC_SECRET", "s3cr3t-for-this-tesT")
+        with pytest.raises(errors.DeviceError, match="wrong key or shared secret"):
+            run_over_rpc(host_model, device, inputs)
+        monkeypatch.delenv("ATROUS_RPC_SECRET")
+        monkeypatch.setenv("ATROUS_RPC_SECRET_FILE", str(secret))
+        outputs, _ = run_over_rpc(host_model, device, inputs)
+    finally:
+        log = _stop(server)
+    for name, want in expected.items():
+        np.testing.assert_allclose(outputs[name], want, rtol=1e-5, atol=1e-5)
+    assert "shared secret required" in log and "clients must present the shared secret" in log
+    assert "refused a client without the shared secret" in log and "refused a client with a wrong shared secret" in log
+    assert log.count("session started") == 1
 
 
 @pytest.fixture
