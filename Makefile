@@ -19,7 +19,7 @@ CUDA_DEVICES := jetson-orin jetson-xavier rtx3090 rtx4090 a100 h100
 VULKAN_DEVICES := vulkan-desktop mali-g610 adreno-740
 DEVICE ?=
 
-.PHONY: all run test venv sysdeps list clean help fuzz bench bench-isa bench-pointwise bench-layers bench-layers-tuned \
+.PHONY: all run test venv sysdeps list clean help fuzz fuzz-runtime bench bench-isa bench-pointwise bench-layers bench-layers-tuned \
         bench-layers-winograd $(ARM_DEVICES) \
         $(CUDA_DEVICES) \
         $(VULKAN_DEVICES) gpu-pack \
@@ -35,6 +35,7 @@ help:
 	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off] [MCPUS=znver3]       zoo vs PyTorch/ORT -> BENCHMARKS.md"
 	@echo "make bench-isa                                                      kernels' hot loops on AVX2/AVX-512/NEON (llvm-mca)"
 	@echo "make fuzz [N=200] [SEED=0] [ALSO=rpi4,vulkan-desktop] [SHARE=0.05]  random conv nets vs ONNX Runtime"
+	@echo "make fuzz-runtime [SECONDS=60]                                     libFuzzer on the runtime's parsers (ASan+UBSan)"
 	@echo "make bench-pointwise [MODELS=a,b]                                   1x1 kernels: PixelConv vs pixel_conv=false"
 	@echo "make bench-layers                                                   ASPP dilated convs alone -> BENCHMARKS.md"
 	@echo "make bench-layers-tuned [TRIALS=64] [LAYERS=0,1]                    the same, tuned: atrous vs stock MetaSchedule"
@@ -52,14 +53,16 @@ help:
 # builds the on-device runtime; arm: the aarch64 cross compiler plus qemu-user build and run ARM targets here,
 # ssh copies bundles to boards; vulkan: glslang and spirv-tools compile shaders, the runtime builds against the
 # Vulkan headers, and Mesa's lavapipe is a CPU Vulkan device to verify on; isa: llvm-mca (llvm-19) estimates the
-# kernels' hot loops on CPUs this machine is not (make bench-isa, tests/test_isa.py).
+# kernels' hot loops on CPUs this machine is not (make bench-isa, tests/test_isa.py); fuzz: clang-19 and libFuzzer
+# build the runtime parsers' fuzz harnesses (make fuzz-runtime, tests/test_runtime_fuzz.py).
 SYSDEPS_host := c++:g++ cmake:cmake file:file
 SYSDEPS_arm := aarch64-linux-gnu-g++:g++-aarch64-linux-gnu qemu-aarch64:qemu-user ssh:openssh-client
 SYSDEPS_cuda := ssh:openssh-client
 SYSDEPS_vulkan := glslangValidator:glslang-tools spirv-val:spirv-tools /usr/include/vulkan/vulkan.h:libvulkan-dev \
                   /usr/share/vulkan/icd.d/lvp_icd.$(shell uname -m).json:mesa-vulkan-drivers
 SYSDEPS_isa := llvm-mca-19:llvm-19
-SYSDEPS_all := $(SYSDEPS_arm) $(SYSDEPS_vulkan) $(SYSDEPS_isa)
+SYSDEPS_fuzz := clang++-19:clang-19 /usr/lib/llvm-19/lib/clang/19/lib/linux/libclang_rt.fuzzer-$(shell uname -m).a:libfuzzer-19-dev
+SYSDEPS_all := $(SYSDEPS_arm) $(SYSDEPS_vulkan) $(SYSDEPS_isa) $(SYSDEPS_fuzz)
 family = $(if $(filter $(1),$(ARM_DEVICES)),arm,$(if $(filter $(1),$(CUDA_DEVICES)),cuda,$(if \
          $(filter $(1),$(VULKAN_DEVICES)),vulkan,host)))
 
@@ -171,6 +174,11 @@ SHARE ?= 0.05
 fuzz: venv sysdeps-all
 	$(BIN)/python -m atrous.pipeline.fuzz --examples $(N) --seed $(SEED) --workers $(shell nproc) --also $(ALSO) \
 	  --share $(SHARE)
+
+# libFuzzer on the runtime's parsers (.npy, model signature, RPC handshake) with ASan+UBSan, SECONDS each.
+SECONDS ?= 60
+fuzz-runtime: venv sysdeps-fuzz
+	$(BIN)/python -m atrous.pipeline.devices.fuzz_runtime --seconds $(SECONDS)
 
 # One pytest-xdist worker per core; work stealing keeps both busy to the end (the slow end-to-end cases vary a lot).
 test: venv sysdeps-all
