@@ -133,14 +133,16 @@ def test_runner_refuses_bad_input_with_a_reason(host_model, arm_model, host_runt
     for name, shape in (("huge", b"(99999999999, 3, 257)"), ("overflow", b"(999999999999, 999999999999, 99999)")):
         header = b"{'descr': '<f4', 'fortran_order': False, 'shape': " + shape + b", }\n"
         (tmp_path / f"{name}.npy").write_bytes(b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header)
+    (tmp_path / "truncated.so").write_bytes(library.read_bytes()[:8192])  # a copy cut short (SIGBUS once)
     cases = [
+        ([tmp_path / "truncated.so", "--info"], "truncated: the file is 8192 bytes"),
         ([library, "--input", tmp_path / "small.npy", "--input", tmp_path / "scale.npy"],
          r"compiled for float32[1, 3, 12, 12]"),
         ([library, "--input", tmp_path / "image.npy"], "takes 2 input(s), got 1"),
         ([library, "--input", f"nope={tmp_path / 'image.npy'}", "--input", tmp_path / "scale.npy"],
          "no input called 'nope'; the model's inputs: image, scale"),
         ([tmp_path / "image.npy"], "not a loadable model library"),
-        ([arm_model.library, "--info"], "not a loadable model library"),  # a bundle for the wrong architecture
+        ([arm_model.library, "--info"], "built for aarch64, this runtime runs on x86_64"),  # wrong architecture
         ([tmp_path / "missing.so"], "cannot read"),
         ([library, "--frobnicate"], "unknown option --frobnicate"),
         ([library, "--input", tmp_path / "bad.npy", "--input", tmp_path / "scale.npy"], "malformed shape"),

@@ -31,7 +31,9 @@ HARNESSES = {  # name -> (harness, the runtime sources it exercises)
     "npy": ("npy_fuzz.cc", ("npy.cc",)),
     "signature": ("signature_fuzz.cc", ("signature.cc",)),
     "handshake": ("handshake_fuzz.cc", ("rpc_handshake.cc",)),
+    "elf": ("elf_fuzz.cc", ("elf_check.cc",)),
 }
+MAX_LEN = {"elf": 1 << 16}  # bytes of an input (4096 for the rest): a small library's headers and section table
 FUZZ_DIR = RUNTIME_SRC / "fuzz"
 
 
@@ -91,9 +93,9 @@ def fuzz(binary: Path, name: str, seconds: int, work: Path) -> FuzzResult:
     scratch.mkdir(parents=True)
     start = time.monotonic()
     done = subprocess.run([str(binary), str(scratch), str(corpus_dir(name)), f"-max_total_time={seconds}",
-                           "-print_final_stats=1", "-rss_limit_mb=2048", "-timeout=10", "-max_len=4096",
-                           f"-artifact_prefix={scratch}/crash-"], capture_output=True, text=True,
-                          timeout=seconds + 120)
+                           "-print_final_stats=1", "-rss_limit_mb=2048", "-timeout=10",
+                           f"-max_len={MAX_LEN.get(name, 4096)}", f"-artifact_prefix={scratch}/crash-"],
+                          capture_output=True, text=True, timeout=seconds + 120)
     elapsed = time.monotonic() - start
     crashes = []
     for found in sorted(scratch.glob("crash-*")) + sorted(scratch.glob("leak-*")) + sorted(scratch.glob("oom-*")):

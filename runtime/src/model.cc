@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "cuda_device.h"
+#include "elf_check.h"
 #include "vulkan_device.h"
 #include "signature.h"
 
@@ -143,6 +144,13 @@ atrous_model* atrous_load(const char* path) {
   DefaultThreads();
   if (path == nullptr) return Fail("atrous_load: path is NULL"), nullptr;
   if (access(path, R_OK) != 0) return Fail(std::string("cannot read ") + path + ": " + std::strerror(errno)), nullptr;
+  // A truncated library would be mapped past its end (SIGBUS on first touch), a foreign one refused vaguely.
+  std::string problem;
+  if (!atrous::CheckElfFile(path, &problem)) {
+    return Fail(std::string(path) + ": not a loadable model library (" + problem +
+                "); is it built for this architecture by `atrous compile --target <this device>`?"),
+           nullptr;
+  }
   // dlopen searches the library path for a bare file name; a model is always a file path.
   std::string file = std::strchr(path, '/') ? path : std::string("./") + path;
   // Read the signature first: dlopen names a non-library or a wrong-architecture file far more clearly
@@ -157,7 +165,6 @@ atrous_model* atrous_load(const char* path) {
   const char* text = static_cast<const char*>(dlsym(handle, "atrous_signature"));
   auto model = std::make_unique<atrous_model>();
   model->path = path;
-  std::string problem;
   bool parsed = text != nullptr && atrous::ParseSignature(text, &model->sig, &problem);
   dlclose(handle);
   if (text == nullptr) {
