@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from atrous.pipeline.errors import AtrousError, InputMismatchError
+from atrous.pipeline.errors import AtrousError, InputMismatchError, first_line
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -118,8 +118,13 @@ def from_module(name: str, module, inputs: dict[str, np.ndarray], description: s
             module.eval()
         except NotImplementedError:  # a torch.export program's module has no train/eval modes to switch
             pass
-    with torch.no_grad():
-        result = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
+    try:
+        with torch.no_grad():
+            result = module(*(torch.from_numpy(np.ascontiguousarray(v)) for v in inputs.values()))
+    except Exception as err:  # most often input shapes the module does not take
+        shapes = ", ".join(f"{k}: {'x'.join(map(str, v.shape))}" for k, v in inputs.items())
+        raise InputMismatchError(f"{name}: running it on example inputs ({shapes}) failed: {type(err).__name__}: "
+                                 f"{first_line(err)}; check the input shapes") from err
     return Source(name=name, inputs=inputs, output_names=_output_names(name, result), module_factory=lambda: module,
                   description=description or f"PyTorch module {name}")
 
@@ -168,7 +173,10 @@ def from_python_file(path: str | Path, attr: str, shapes: Shapes | None, seed: i
         raise AtrousError(f"{path} has no '{attr}' (a function returning an nn.Module, or an nn.Module class)")
     if not callable(factory):
         raise AtrousError(f"{label} is a {type(factory).__name__}, not a function or an nn.Module class")
-    module = factory()
+    try:
+        module = factory()
+    except Exception as err:
+        raise AtrousError(f"{label}() failed: {type(err).__name__}: {first_line(err)}") from err
     if not isinstance(module, torch.nn.Module):
         raise AtrousError(f"{label}() returned {type(module).__name__}, not a torch.nn.Module")
     return from_module(f"{path.stem}-{attr}", module, example_inputs(shapes, seed),

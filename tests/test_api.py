@@ -139,6 +139,8 @@ def test_bad_user_models_are_refused_with_the_fix(user_file, tmp_path):
         atrous.compile(str(tmp_path / "junk.pt2"))
     with pytest.raises(InputMismatchError, match="example_inputs"):
         atrous.compile(_load(user_file))
+    with pytest.raises(InputMismatchError, match=r"example inputs \(x: 1x5x8x8\) failed.*check the input shapes"):
+        atrous.compile(f"{user_file}:make_model", input_shapes={"x": (1, 5, 8, 8)})  # 5 channels for a 3-channel conv
     with pytest.raises(AtrousError, match="unknown target"):
         atrous.compile(_load(user_file), (torch.randn(1, 3, 8, 8),), target="rpi9")
 
