@@ -334,6 +334,7 @@ def test_rpc_server_with_a_secret_refuses_clients_without_it_and_goes_on_serving
     inputs, expected = host_model.load_golden()
     try:
         _wait_listening(port, server)
+        silent = socket.create_connection(("127.0.0.1", port))  # says nothing: dropped after the 10 s handshake limit
         monkeypatch.delenv("ATROUS_RPC_SECRET", raising=False)
         monkeypatch.delenv("ATROUS_RPC_SECRET_FILE", raising=False)
         with pytest.raises(errors.DeviceError, match="handshake .* failed.*ATROUS_RPC_SECRET_FILE"):
@@ -344,6 +345,7 @@ def test_rpc_server_with_a_secret_refuses_clients_without_it_and_goes_on_serving
         monkeypatch.delenv("ATROUS_RPC_SECRET")
         monkeypatch.setenv("ATROUS_RPC_SECRET_FILE", str(secret))
         outputs, _ = run_over_rpc(host_model, device, inputs)
+        silent.close()
     finally:
         log = _stop(server)
     for name, want in expected.items():

@@ -426,10 +426,14 @@ int main(int argc, char** argv) {
     int yes = 1;
     setsockopt(conn, IPPROTO_TCP, TCP_NODELAY, &yes, sizeof(yes));
     int timeout = 0;
+    // a client that connects and says nothing must not hold the one session slot: 10 s for the handshake
+    timeval handshake_limit{10, 0}, none{0, 0};
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &handshake_limit, sizeof(handshake_limit));
     if (!Handshake(conn, o, tracker.MatchKey(), &timeout)) {
       close(conn);
       continue;
     }
+    setsockopt(conn, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof(none));
     Log("session started");
     RunSession(conn, timeout, o.max_upload_mb);
     Log("session finished");
