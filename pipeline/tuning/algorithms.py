@@ -59,19 +59,31 @@ def conv_module(conv: Conv, seed: int = 0) -> tvm.IRModule:
     return bb.get()
 
 
-def measure_conv(conv: Conv, preset, options, database, builder, runner) -> dict:
-    """{alternative: seconds} of ``conv`` on the device: each lowering's kernels, timed with the database's best
-    record or else their default schedule, times their weights, summed (None: a kernel failed)."""
+def lowered_alternatives(conv: Conv, target, options) -> dict:
+    """{alternative: the conv alone, lowered that way (fused TensorIR, unscheduled)}."""
     from atrous.pipeline.optimize import lower
-    from atrous.pipeline.tuning.tasks import extract_tasks
 
-    base = replace(options, drop_dead_taps=False, partition_borders=False)  # the conv is already past them
-    target, tasks = preset.tvm_target(), {}
+    # the conv was taken after the graph's dilation passes (its dead taps dropped, and in the NCHW layout its
+    # border bands already cut); in the blocked layout the bands are cut when it is lowered, as in the model, so
+    # its direct alternative keeps them (measured without them, a dilated conv's direct time was its slowest)
+    base = replace(options, drop_dead_taps=False,
+                   partition_borders=options.partition_borders and options.blocked_layout)
+    lowered = {}
     for name in alternatives(conv):
         m = tile_of(name)
         variant = (replace(base, winograd="off") if m is None
                    else replace(base, winograd=str(m), winograd_min_channels=1))
-        tasks[name] = extract_tasks(lower(conv_module(conv), target, variant), preset)
+        lowered[name] = lower(conv_module(conv), target, variant)
+    return lowered
+
+
+def measure_conv(conv: Conv, preset, options, database, builder, runner) -> dict:
+    """{alternative: seconds} of ``conv`` on the device: each lowering's kernels, timed with the database's best
+    record or else their default schedule, times their weights, summed (None: a kernel failed)."""
+    from atrous.pipeline.tuning.tasks import extract_tasks
+
+    target = preset.tvm_target()
+    tasks = {name: extract_tasks(mod, preset) for name, mod in lowered_alternatives(conv, target, options).items()}
     # every alternative's kernels in one batch: the builder's workers start once
     seconds = iter(kernel_seconds([t for ts in tasks.values() for t in ts], target, database, builder, runner,
                                   options))
