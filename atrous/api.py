@@ -148,19 +148,12 @@ def tune(model: Any, example_inputs: Sequence | dict | None = None, *, target: s
     ``table()`` prints default vs best per kernel. ``device``: a tracker:// URL to measure on a board."""
     from atrous import targets
     from atrous.pipeline.optimize import OptimizeOptions
+    from atrous.pipeline.tuning.measure import measurement_for
     from atrous.pipeline.tuning.tune import TuneArgs, tune_model
 
     preset_ = targets.get_target(target, mcpu)
     source = _source(model, example_inputs, name, input_names, input_shapes, preset, seed)
-    builder = runner = None
-    if device or not preset_.runs_here:
-        from atrous.pipeline.devices.address import parse_device
-        from atrous.pipeline.tuning.measure import device_measurement
-
-        if not device:
-            raise AtrousError(f"'{preset_.name}' does not run here: tuning measures on the board, pass "
-                              "device='tracker://HOST:PORT/KEY'")
-        builder, runner = device_measurement(preset_, parse_device(device, preset_))
+    builder, runner = measurement_for(preset_, device)
     return tune_model(TuneArgs(source, preset_, trials, OptimizeOptions(), database=Path(database) if database
                                else None, runner=runner, builder=builder), progress=progress)
 

@@ -148,25 +148,13 @@ def cmd_tune(args) -> int:
 
     from atrous import targets
     from atrous.pipeline import source
+    from atrous.pipeline.tuning.measure import measurement_for
     from atrous.pipeline.tuning.tune import TuneArgs, tune_model
 
     preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     database = Path(args.database) if args.database else None
-    builder = runner = None
-    # an x86_64 GPU preset measures on this machine's GPU (MetaSchedule's local runner), a Jetson through a tracker
-    local_gpu = not args.device and preset.family == "cuda" and preset.runtime_arch == os.uname().machine
-    if local_gpu and not os.path.exists("/dev/nvidiactl"):
-        raise AtrousError(f"tuning for '{preset.name}' measures candidates on its GPU, and this machine has no "
-                          "NVIDIA GPU driver; tune on the GPU machine, or pass --device tracker://HOST:PORT/KEY")
-    if args.device or not (preset.runs_here or local_gpu):
-        from atrous.pipeline.devices.address import parse_device
-        from atrous.pipeline.tuning.measure import device_measurement
-
-        if not args.device:
-            raise AtrousError(f"'{preset.name}' does not run here, so tuning must measure on the board: pass "
-                              "--device tracker://HOST:PORT/KEY (emulated timings would tune for qemu)")
-        builder, runner = device_measurement(preset, parse_device(args.device, preset))
+    builder, runner = measurement_for(preset, args.device)
     report = tune_model(TuneArgs(src, preset, args.trials, _options(args, preset), database=database, runner=runner,
                                  builder=builder, algorithms_only=args.algorithms_only), progress=not args.json)
     if args.json:

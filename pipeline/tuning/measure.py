@@ -68,6 +68,24 @@ def create_session(rpc_config):
     return connect(Device("tracker", rpc_config.tracker_host, rpc_config.tracker_port, key=rpc_config.tracker_key))
 
 
+def measurement_for(preset, device: str | None):
+    """(builder, runner) for tuning ``preset`` (None, None: MetaSchedule's local ones on this machine): a
+    ``--device`` tracker URL measures on that board; an x86_64 GPU preset measures on this machine's GPU, a
+    target that does not run here must name its board (emulated timings would tune for qemu)."""
+    local_gpu = not device and preset.family == "cuda" and preset.runtime_arch == os.uname().machine
+    if local_gpu and not os.path.exists("/dev/nvidiactl"):
+        raise AtrousError(f"tuning for '{preset.name}' measures candidates on its GPU, and this machine has no "
+                          "NVIDIA GPU driver; tune on the GPU machine, or pass --device tracker://HOST:PORT/KEY")
+    if not device and (preset.runs_here or local_gpu):
+        return None, None
+    if not device:
+        raise AtrousError(f"'{preset.name}' does not run here, so tuning must measure on the board: pass "
+                          "--device tracker://HOST:PORT/KEY (emulated timings would tune for qemu)")
+    from atrous.pipeline.devices.address import parse_device
+
+    return device_measurement(preset, parse_device(device, preset))
+
+
 def device_measurement(preset, device):
     """(builder, runner) measuring on ``device`` (a devices.address.Device) for ``preset``."""
     from atrous.pipeline.build import linker_for
