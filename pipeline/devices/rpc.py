@@ -35,21 +35,16 @@ def secret() -> str:
     return text[0].strip() if text else ""
 
 
-def _hello_key(key: str) -> str:
-    """The handshake key: the server's key, then the secret as atrous-rpc-server reads it."""
-    shared = secret()
-    return f"{key} -secret={shared}" if shared else key
-
-
 def connect(device: Device):
     """An RPC session to ``device`` (rpc:// or tracker://); raises DeviceError with the fix if unreachable."""
     from tvm import rpc
 
+    shared = secret()
     if device.kind == "rpc":
         check_reachable(device.host, device.port, "the RPC server",
                         f"start it on the device (bundle/bin/atrous-rpc-server --port {device.port}) and check "
                         "the address")
-        return _connect(rpc, device.host, device.port, device.key, device.label)
+        return _connect(rpc, device.host, device.port, device.key, shared, device.label)
     check_tracker(device)
     tracker = rpc.connect_tracker(device.host, device.port)
     summary = tracker.summary()
@@ -58,7 +53,7 @@ def connect(device: Device):
         raise DeviceError(f"the tracker at {device.host}:{device.port} has no device with key '{device.key}' "
                           f"(keys: {', '.join(sorted(k for k in keys if k)) or 'none'}); start "
                           f"atrous-rpc-server --tracker {device.host}:{device.port} --key {device.key} on the board")
-    if not secret():
+    if not shared:
         return tracker.request(device.key, session_timeout=RUN_TIMEOUT_S, max_retry=3)
     # TVM's request() connects with the tracker's match key alone; the secret goes after it, so ask the tracker
     # for the server the same way and connect here
@@ -71,15 +66,18 @@ def connect(device: Device):
     if reply[0] != base.TrackerCode.SUCCESS:
         raise DeviceError(f"the tracker at {device.host}:{device.port} refused a request for '{device.key}': {reply}")
     host, port, match_key = reply[1]
-    return _connect(rpc, host, port, match_key, f"{device.label} (server {host}:{port})")
+    return _connect(rpc, host, port, match_key, shared, f"{device.label} (server {host}:{port})")
 
 
-def _connect(rpc, host: str, port: int, key: str, label: str):
+def _connect(rpc, host: str, port: int, key: str, shared: str, label: str):
+    """A session with the server at host:port; the handshake key is the server's key, then the shared secret as
+    atrous-rpc-server reads it."""
     try:
-        return rpc.connect(host, port, key=_hello_key(key), session_timeout=RUN_TIMEOUT_S)
+        return rpc.connect(host, port, key=f"{key} -secret={shared}" if shared else key,
+                           session_timeout=RUN_TIMEOUT_S)
     except Exception as err:
         hint = ("a wrong key or shared secret (ATROUS_RPC_SECRET / ATROUS_RPC_SECRET_FILE), or not a TVM RPC "
-                "server" if secret() else "a wrong key, a server that requires a shared secret (set "
+                "server" if shared else "a wrong key, a server that requires a shared secret (set "
                 "ATROUS_RPC_SECRET_FILE), or not a TVM RPC server")
         raise DeviceError(f"RPC handshake with {label} failed: {first_line(err)} ({hint})") from None
 
