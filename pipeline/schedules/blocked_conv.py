@@ -71,13 +71,14 @@ def plan_dense(isa, width: int, blocks: int, tasks: int, cores: int) -> list[tup
     default, first, is the tile of two or more channel vectors (isa.conv_tile says why) that keeps the most
     accumulators busy on the most cores (accumulators x min(parallel tasks, cores)); on a tie the ISA's
     default tile."""
-    plans = []
+    plans, scores = [], []
     for pixels, vectors in conv_tiles(isa, width, blocks):
         parallel = tasks * (blocks // vectors)
         tiles = width // pixels if width % pixels == 0 else 0
         runs = even_runs(tiles, -(-TASKS_PER_CORE * cores // parallel)) if tiles else 1
         plans.append((pixels, vectors, runs))
-    best = max(plans, key=lambda p: (p[1] > 1, p[0] * p[1] * min(tasks * (blocks // p[1]) * p[2], cores)))
+        scores.append((vectors > 1, pixels * vectors * min(parallel * runs, cores)))
+    best = plans[scores.index(max(scores))]  # the first of equals: the ISA's default tile on a tie
     return [best] + [p for p in plans if p != best]
 
 
