@@ -145,7 +145,7 @@ def _output_names(name: str, result) -> tuple[str, ...]:
 def example_inputs(shapes: Shapes, seed: int = 0, default_name: str = "input") -> dict[str, np.ndarray]:
     """Seeded float32 example inputs of ``shapes`` (an unnamed shape, key "", is called ``default_name``)."""
     rng = np.random.default_rng(seed)
-    return {name or default_name: rng.standard_normal(shape).astype("float32") for name, shape in shapes.items()}
+    return {name or default_name: _random_input(rng, shape, "float32") for name, shape in shapes.items()}
 
 
 def from_python_file(path: str | Path, attr: str, shapes: Shapes | None, seed: int = 0) -> Source:
