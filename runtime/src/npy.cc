@@ -51,7 +51,11 @@ size_t ItemSize(const std::string& dtype) {
   return descr.empty() ? 0 : static_cast<size_t>(std::stoi(descr.substr(2)));
 }
 
-bool ParseNpy(const char* bytes, size_t size, const std::string& label, NpyArray* out, std::string* problem) {
+namespace {
+
+// Everything ParseNpy checks and reads but the data: where it starts in ``bytes`` and how long it is.
+bool ParseHeader(const char* bytes, size_t size, const std::string& label, NpyArray* out, size_t* data_offset,
+                 size_t* data_bytes, std::string* problem) {
   if (size < 10 || std::memcmp(bytes, "\x93NUMPY", 6) != 0) {
     return *problem = label + " is not a .npy file (save arrays with numpy.save)", false;
   }
@@ -93,8 +97,17 @@ bool ParseNpy(const char* bytes, size_t size, const std::string& label, NpyArray
     return *problem = label + ": file shorter than its shape says (" + std::to_string(bytes_needed) +
                       " bytes of data declared, " + std::to_string(body) + " present)", false;
   }
-  const char* data = bytes + offset + header_len;
-  out->data.assign(data, data + bytes_needed);
+  *data_offset = offset + static_cast<size_t>(header_len);
+  *data_bytes = static_cast<size_t>(bytes_needed);
+  return true;
+}
+
+}  // namespace
+
+bool ParseNpy(const char* bytes, size_t size, const std::string& label, NpyArray* out, std::string* problem) {
+  size_t offset = 0, length = 0;
+  if (!ParseHeader(bytes, size, label, out, &offset, &length, problem)) return false;
+  out->data.assign(bytes + offset, bytes + offset + length);
   return true;
 }
 
@@ -106,7 +119,12 @@ bool ReadNpy(const std::string& path, NpyArray* out, std::string* problem) {
   std::vector<char> bytes(static_cast<size_t>(size));  // a file's own length bounds every allocation
   file.seekg(0);
   if (!file.read(bytes.data(), size)) return *problem = "cannot read " + path, false;
-  return ParseNpy(bytes.data(), bytes.size(), path, out, problem);
+  size_t offset = 0, length = 0;
+  if (!ParseHeader(bytes.data(), bytes.size(), path, out, &offset, &length, problem)) return false;
+  bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(offset));  // the file's buffer becomes
+  bytes.resize(length);                                                              // the array's: no copy
+  out->data = std::move(bytes);
+  return true;
 }
 
 bool WriteNpy(const std::string& path, const NpyArray& array, std::string* problem) {
