@@ -80,7 +80,8 @@ def manifest(root: Path) -> str:
     for path in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()):
         rel = path.relative_to(root).as_posix()
         if rel not in (MANIFEST, STAMP):
-            lines.append(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {rel}")
+            with path.open("rb") as file:  # streamed: a model.so can be hundreds of MB
+                lines.append(f"{hashlib.file_digest(file, 'sha256').hexdigest()}  {rel}")
     return "\n".join(lines) + "\n"
 
 
