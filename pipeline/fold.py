@@ -3,7 +3,8 @@
 Exporters leave small constant-only subgraphs in place (the TorchScript exporter computes ``F.pad``'s pads with a
 ConstantOfShape/Concat/Slice/Cast chain), and TVM's importer needs such inputs as constants ("Dynamic pads are not
 supported yet"). Nodes whose inputs are all constant are evaluated with ONNX's reference evaluator, so the op
-semantics are ONNX's own, and replaced by initializers. Large results are left alone (no weight blow-up).
+semantics are ONNX's own, and replaced by initializers. Large results are left alone (no weight blow-up), and so
+are DequantizeLinear nodes: a QDQ graph's int8 weights stay int8 for passes/integer_convs.py.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ def _opset(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _foldable(node: onnx.NodeProto, constants: dict) -> bool:
-    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC:
+    if node.domain not in ("", "ai.onnx") or node.op_type in _NONDETERMINISTIC or node.op_type == "DequantizeLinear":
         return False
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
         return False

@@ -184,9 +184,10 @@ def compile_model(args: CompileArgs) -> art.Artifact:
             mod = lower(mod, preset.tvm_target(), options)
             winograd = algorithm_table.summary(mod, options.database if options.winograd == "auto" else None)
             tuned, total = tuned_task_count(mod, preset, options.database)
+        lowered = mod
         with collect_failures() as failures, stage("scheduling the kernels"):
             mod = apply_schedules(mod, preset.tvm_target(), options)
-        flops = kernel_flops(mod)
+        flops = kernel_flops(mod, lowered)
         reference = reference_outputs(source, onnx_path)
         expected = reference.outputs or {}
         inputs = tuple(art.TensorSpec.of(n, v) for n, v in source.inputs.items())

@@ -13,6 +13,8 @@ from atrous.pipeline.tuning.algorithm_table import Table
 from atrous.pipeline.tuning.database import read_database
 from atrous.pipeline.passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
                                     PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
+from atrous.pipeline.passes.int8_kernels import Int8Kernels
+from atrous.pipeline.passes.integer_convs import IntegerConvs
 from atrous.pipeline.passes.winograd import threshold
 from atrous.pipeline.schedules.narrow import NarrowCPUKernels
 
@@ -45,6 +47,9 @@ class OptimizeOptions:
     register-blocked in it (exact but for the order of each sum; passes/blocked_layout.py,
     schedules/blocked_conv.py); off: NCHW throughout.
     ``default_schedules``: schedule kernels the database does not cover with the rules in schedules/.
+    ``integer_convs``: in QDQ (int8) graphs, dequantize -> conv as integer convs (passes/integer_convs.py) with,
+    on CPU targets, int8 kernels (passes/int8_kernels.py); off: the float arithmetic on dequantized values
+    that the graph spells (what ONNX Runtime's reference implementation does; slower).
     """
 
     database: Path | None = None
@@ -60,6 +65,7 @@ class OptimizeOptions:
     pixel_conv: bool = True
     blocked_layout: bool = True
     default_schedules: bool = True
+    integer_convs: bool = True
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
@@ -69,7 +75,7 @@ class OptimizeOptions:
                 "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
                 "separable_resize": self.separable_resize, "merge_summed_convs": self.merge_summed_convs,
                 "pixel_conv": self.pixel_conv, "blocked_layout": self.blocked_layout,
-                "default_schedules": self.default_schedules}
+                "default_schedules": self.default_schedules, "integer_convs": self.integer_convs}
 
 
 # Every rewrite that can be switched off, as (off, on) values: the dilation suite runs with each one alone on.
@@ -83,8 +89,10 @@ def rewrites_only(*names: str, **overrides) -> OptimizeOptions:
     return OptimizeOptions(**{**values, **overrides})
 
 
-def inference_passes() -> list:
+def inference_passes(options: OptimizeOptions) -> list:
     return [
+        # QDQ graphs: dequantize -> conv as integer convs, before FoldConstant folds the int8 weights to float
+        IntegerConvs() if options.integer_convs else tvm.transform.Sequential([]),
         # the importer's Clip and Pad kernels as Relax ops again, and resizes TOPI cannot lower rewritten: before
         # FoldConstant, which legalizes every op it meets (passes/frontend_ops.py)
         FrontendOps(),
@@ -139,6 +147,8 @@ def tiling_passes(options: OptimizeOptions) -> list:
 def lowering_passes(options: OptimizeOptions) -> list:
     """Legalize to TensorIR and fuse: the task boundaries tuning databases are keyed by."""
     return [
+        # integer convs as int8 kernels (CPU targets; after the rewrites above, which read conv attributes)
+        Int8Kernels(),
         Legalize(options.fast_math),
         relax.transform.AnnotateTIROpPattern(),
         relax.transform.FoldConstant(),
@@ -176,7 +186,7 @@ def graph_passes(options: OptimizeOptions) -> list:
     """Everything before scheduling: the module these passes produce is what tuning tasks are extracted from."""
     return (
         # Phase: inference simplification (batch norm and friends to arithmetic, constant folding)
-        inference_passes()
+        inference_passes(options)
         # Phase: dilation-aware rewrites (exact: the same products, minus those that can only multiply zeros)
         + dilation_passes(options)
         + [relax.transform.FoldConstant()]

@@ -42,7 +42,9 @@ class _Rewriter(ModuleRewriter):
 
     def visit_call_(self, call):
         ndim = constant_conv(call)
-        rewritten = self._rewrite(call, ndim) if ndim and int(call.attrs.groups) == 1 else None
+        # float convs only: the integer convs of QDQ graphs get int8 kernels with their own tiles (int8_kernels.py)
+        dense = ndim and int(call.attrs.groups) == 1 and call.args[1].ty.dtype == "float32"
+        rewritten = self._rewrite(call, ndim) if dense else None
         return rewritten if rewritten is not None else super().visit_call_(call)
 
     def _rewrite(self, call, ndim):

@@ -5,6 +5,7 @@ from atrous.pipeline.schedules.blocked_conv import BlockedConv
 from atrous.pipeline.schedules.blocked_window import BlockedWindow
 from atrous.pipeline.schedules.cpu import ConvLike, Elementwise
 from atrous.pipeline.schedules.gpu import DirectConv
+from atrous.pipeline.schedules.int8_conv import Int8Conv
 from atrous.pipeline.schedules.packed_conv import PackedConv
 from atrous.pipeline.schedules.pixel_conv import PixelConv
 from atrous.pipeline.schedules.plane_conv import PlaneConv
@@ -16,9 +17,9 @@ def cpu_rules(pixel_conv: bool = True) -> tuple:
     are register-blocked, depthwise convs and pools tiled along rows, Winograd's transforms unrolled; in NCHW,
     pointwise convs over whole pixel tiles vectorise pixels, other dense convs pack their weights, depthwise
     convs and pooling windows run plane by plane; other reductions (grouped convs, global pooling) vectorise
-    rows."""
+    rows. Dense int8 convs (QDQ graphs) get their own register-tiled dot-product kernel (int8_conv.py)."""
     blocked = (BlockedConv(), BlockedWindow(), BlockedBands(), WinogradTransforms())
-    return (*blocked, *([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(), ConvLike(), Elementwise())
+    return (Int8Conv(), *blocked, *([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:

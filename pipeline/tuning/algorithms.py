@@ -30,7 +30,7 @@ def candidate_convs(mod: tvm.IRModule, target, options) -> list[Conv]:
     from atrous.pipeline.optimize import dilation_passes, inference_passes
 
     with target:
-        mod = tvm.transform.Sequential(inference_passes() + dilation_passes(options)
+        mod = tvm.transform.Sequential(inference_passes(options) + dilation_passes(options)
                                        + [relax.transform.FoldConstant()])(mod)
     found: dict[str, Conv] = {}
 

@@ -1,0 +1,171 @@
+"""int8 kernels for the integer convs of passes/integer_convs.py (CPU targets).
+
+That pass leaves ``conv2d(astype(xq, int32) - zx, Wq, out_dtype=int32)``: 8-bit activations, zero-centred, times
+int8 weights. Computed as written, every product is a 32-bit multiply. The kernels here read the 8-bit tensor
+itself and use the identity (padding included, when the padding holds ``zx``, which is the real value 0)::
+
+    conv(xq - zx, W)[k] = conv(xq, W)[k] - zx * sum(W[k])          (the sum over all taps and input channels)
+
+* dense convs (groups 1): the input is padded with ``zx`` and packed four channels to a pixel
+  (``[N, C/4, H', W', 4]``, uint8: int8 activations are shifted by 128 into uint8, with ``zx + 128``), the weight
+  is packed at compile time to ``[K/B, C/4, R, S, B, 4]`` (``B`` output channels per block: 16, one 512-bit vector
+  of int32 sums), so that one output pixel's four input channels times a block's sixteen weights of them is one
+  ``vpdpbusd`` (u8 x s8 -> s32, four products per lane); schedules/int8_conv.py tiles and tensorizes it. The
+  output is NCHW int32 (``K`` rounded up to a whole block, cropped after);
+* depthwise convs: the input padded with ``zx``, one int32 multiply-add per tap (schedules' ConvLike);
+* the compensation ``zx * sum(W[k])`` is a constant subtracted in the epilogue, with the scale, bias and
+  requantization that follow (FuseOps puts them in the conv's kernel).
+
+Exact: the same integer sums. Other integer convs (grouped, 1-D) keep TVM's legalization (exact, slower).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax, te
+from tvm.relax.expr_functor import mutator
+
+from atrous.pipeline.passes.mutate import ModuleRewriter
+
+BLOCK = 16  # output channels per block: int32 lanes of one 512-bit vector (the VNNI dot product's width)
+LANES = 4  # input channels per dot product (four bytes of one int32 lane)
+DENSE, DEPTHWISE, PACK = "conv2d_int8", "depthwise_conv2d_int8", "pad_int8"
+
+
+def _op(expr) -> str | None:
+    return getattr(getattr(expr, "op", None), "name", None)
+
+
+def _out_size(size, kernel, stride, dilation, before, after) -> int:
+    return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def _as_u8(value, signed: bool):
+    """An activation byte as uint8: int8 values shifted by 128 (their zero point shifts with them)."""
+    if not signed:
+        return value
+    return (value.astype("int32") + 128).astype("uint8")
+
+
+def dense(data, weight, strides, dilation, before, after, zero: int):
+    """int32 sums of a blocked int8 conv (module docstring); ``zero``: the padding value, as uint8."""
+    n, channels, height, width = (int(d) for d in data.shape)
+    kb, cb, taps_y, taps_x, block, lanes = (int(d) for d in weight.shape)
+    signed = data.dtype == "int8"
+    ph, pw = height + before[0] + after[0], width + before[1] + after[1]
+
+    def pack(nn, c4, y, x, i):
+        c, yy, xx = c4 * lanes + i, y - before[0], x - before[1]
+        inside = tvm.tirx.all(c < channels, yy >= 0, yy < height, xx >= 0, xx < width)
+        value = _as_u8(data[nn, tvm.tirx.min(c, channels - 1), yy, xx], signed)
+        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(zero, "uint8"))
+
+    packed = te.compute((n, cb, ph, pw, lanes), pack, name=PACK)
+    oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
+    ow = _out_size(width, taps_x, strides[1], dilation[1], before[1], after[1])
+    rc = te.reduce_axis((0, cb), name="rc")
+    ry, rx = te.reduce_axis((0, taps_y), name="ry"), te.reduce_axis((0, taps_x), name="rx")
+    ri = te.reduce_axis((0, lanes), name="ri")
+
+    def body(nn, k, y, x):
+        pixel = packed[nn, rc, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1], ri]
+        return te.sum(pixel.astype("int32") * weight[k // block, rc, ry, rx, k % block, ri].astype("int32"),
+                      axis=[rc, ry, rx, ri])
+
+    return te.compute((n, kb * block, oh, ow), body, name=DENSE)
+
+
+def depthwise(data, weight, strides, dilation, before, after, zero: int):
+    """int32 sums of a depthwise int8 conv over ``data`` padded with ``zero`` (its own dtype)."""
+    n, channels, height, width = (int(d) for d in data.shape)
+    taps_y, taps_x = (int(d) for d in weight.shape[2:])
+    padded = te.compute(
+        (n, channels, height + before[0] + after[0], width + before[1] + after[1]),
+        lambda nn, c, y, x: tvm.tirx.if_then_else(
+            tvm.tirx.all(y >= before[0], y < height + before[0], x >= before[1], x < width + before[1]),
+            data[nn, c, y - before[0], x - before[1]], tvm.tirx.const(zero, data.dtype)), name=PACK)
+    oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
+    ow = _out_size(width, taps_x, strides[1], dilation[1], before[1], after[1])
+    ry, rx = te.reduce_axis((0, taps_y), name="ry"), te.reduce_axis((0, taps_x), name="rx")
+
+    def body(nn, c, y, x):
+        pixel = padded[nn, c, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1]]
+        return te.sum(pixel.astype("int32") * weight[c, 0, ry, rx].astype("int32"), axis=[ry, rx])
+
+    return te.compute((n, channels, oh, ow), body, name=DEPTHWISE)
+
+
+def pack_weight(kernel: np.ndarray, block: int = BLOCK) -> np.ndarray:
+    """``[K, C, R, S]`` int8 -> ``[K/B, C/4, R, S, B, 4]``, zeros where K or C do not fill a block."""
+    k, c, r, s = kernel.shape
+    kb, cb = -(-k // block), -(-c // LANES)
+    padded = np.zeros((kb * block, cb * LANES, r, s), np.int8)
+    padded[:k, :c] = kernel
+    return np.ascontiguousarray(padded.reshape(kb, block, cb, LANES, r, s).transpose(0, 2, 4, 5, 1, 3))
+
+
+@mutator
+class _Rewriter(ModuleRewriter):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.taken = 0
+
+    def visit_call_(self, call):
+        rewritten = self._rewrite(call) if _op(call) == "relax.nn.conv2d" else None
+        return rewritten if rewritten is not None else super().visit_call_(call)
+
+    def _centred(self, expr):
+        """(xq, zx) when ``expr`` is ``astype(xq, int32) - zx`` over an 8-bit ``xq`` (integer_convs.py)."""
+        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        if _op(value) != "relax.subtract" or not isinstance(value.args[1], tvm.ir.expr.GenericConst):
+            return None
+        cast = self.lookup_binding(value.args[0]) if isinstance(value.args[0], relax.Var) else value.args[0]
+        if _op(cast) != "relax.astype" or cast.args[0].ty.dtype not in ("uint8", "int8"):
+            return None
+        return cast.args[0], int(value.args[1].value.numpy())
+
+    def _rewrite(self, call):
+        attrs = call.attrs
+        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+            return None
+        if attrs.out_dtype != "int32" or not isinstance(call.args[1], tvm.ir.expr.GenericConst):
+            return None
+        centred = self._centred(call.args[0])
+        if centred is None:
+            return None
+        xq, zx = centred
+        kernel = call.args[1].value.numpy()
+        if kernel.dtype != np.int8:
+            return None
+        channels, groups = int(xq.ty.shape[1]), int(attrs.groups)
+        pads = [int(p) for p in attrs.padding]
+        spatial = ([int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], pads[:2], pads[2:])
+        out_channels = kernel.shape[0]
+        xq = self.visit_expr(xq)
+        if groups == 1:
+            zero = zx + 128 if xq.ty.dtype == "int8" else zx
+            sums = self.builder_.call_te(dense, xq, relax.const(pack_weight(kernel), "int8"), *spatial, zero,
+                                         primfunc_name_hint=DENSE)
+            if -(-out_channels // BLOCK) * BLOCK != out_channels:
+                sums = relax.op.strided_slice(sums, axes=[1], begin=[0], end=[out_channels])
+        elif groups == channels == out_channels and kernel.shape[1] == 1:
+            zero = zx
+            sums = self.builder_.call_te(depthwise, xq, relax.const(kernel, "int8"), *spatial, zx,
+                                         primfunc_name_hint=DEPTHWISE)
+        else:
+            return None
+        compensation = (zero * kernel.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32)
+        self.taken += 1
+        return relax.op.subtract(sums, relax.const(compensation.reshape(1, -1, 1, 1), "int32"))
+
+
+@tvm.transform.module_pass(opt_level=0, name="Int8Kernels")
+class Int8Kernels:
+    """The integer convs of passes/integer_convs.py as the int8 kernels of the module docstring (CPU targets)."""
+
+    def transform_module(self, mod, _ctx):
+        target = tvm.target.Target.current(allow_none=True)
+        if target is None or target.kind.name != "llvm":
+            return mod
+        return _Rewriter(mod).transform()

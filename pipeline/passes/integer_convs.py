@@ -1,0 +1,97 @@
+"""Convs of a QDQ graph as integer convs: the int8 products summed exactly in int32, scaled once at the end.
+
+A QDQ graph (ONNX Runtime's quantizer, PyTorch's PT2E export) spells an int8 conv as float arithmetic on
+dequantized values::
+
+    conv2d(dequantize(xq, sx, zx), dequantize(Wq, sw[k], 0))      xq: uint8/int8 per tensor, Wq: int8 per channel
+
+which equals ``sx * sw[k] * conv2d(xq - zx, Wq)`` with the conv over integers. This rewrite writes it so::
+
+    multiply(astype(conv2d(astype(xq, int32) - zx, Wq, out_dtype=int32), float32), sx * sw[k])
+
+The conv keeps its own semantics (zero padding of the zero-centred input is padding with the real value 0, as in
+the QDQ graph), so every later rewrite that reads conv attributes (dead taps, passes/dead_taps.py) applies to it
+as to a float conv; passes/int8_kernels.py then gives it an int8 kernel. The rest of the graph (bias add, the
+next QuantizeLinear, ops the quantizer left in float) stays as imported and fuses into the conv's epilogue.
+
+Exact: integer products and sums (int32 holds any sum of up to 2^16 products of 8-bit values), one float
+rounding at the scale, where ONNX Runtime's int8 kernels round too. Taken: conv2d/conv1d in NC../OI.. layouts
+whose input is a per-tensor dequantize of an 8-bit tensor and whose weight is a dequantize of a constant int8
+tensor with zero zero-points (per channel or per tensor); anything else stays as imported (float arithmetic on
+dequantized values: correct, not faster).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import mutator
+
+from atrous.pipeline.passes.mutate import CONV_LAYOUTS, ModuleRewriter, conv_op
+
+EIGHT_BIT = ("uint8", "int8")
+
+
+def _op(expr) -> str | None:
+    return getattr(getattr(expr, "op", None), "name", None)
+
+
+def _constant(expr) -> np.ndarray | None:
+    return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
+
+
+@mutator
+class _Rewriter(ModuleRewriter):
+    def __init__(self, mod):
+        super().__init__(mod)
+        self.taken = 0
+
+    def _bound(self, expr):
+        """The call ``expr`` (a dataflow variable) is bound to, if any."""
+        if isinstance(expr, relax.Var):
+            value = self.lookup_binding(expr)
+            return value if isinstance(value, relax.Call) else None
+        return expr if isinstance(expr, relax.Call) else None
+
+    def visit_call_(self, call):
+        rewritten = self._rewrite(call) if _op(call) in CONV_LAYOUTS else None
+        return rewritten if rewritten is not None else super().visit_call_(call)
+
+    def _rewrite(self, call):
+        layouts = CONV_LAYOUTS[_op(call)]
+        attrs = call.attrs
+        if (attrs.data_layout, attrs.kernel_layout) != layouts[:2] or attrs.out_layout != layouts[0]:
+            return None
+        data, weight = self._bound(call.args[0]), self._bound(call.args[1])
+        if _op(data) != "relax.dequantize" or _op(weight) != "relax.dequantize":
+            return None
+        xq, sx, zx = data.args
+        wq, sw, zw = weight.args
+        sx, zx, wq, sw, zw = _constant(sx), _constant(zx), _constant(wq), _constant(sw), _constant(zw)
+        if any(v is None for v in (sx, zx, wq, sw, zw)) or xq.ty.dtype not in EIGHT_BIT or wq.dtype != np.int8:
+            return None
+        if sx.size != 1 or zx.size != 1 or np.any(zw != 0):
+            return None
+        out_channels = wq.shape[0]
+        if sw.size not in (1, out_channels) or (sw.size > 1 and int(weight.attrs.axis) != 0):
+            return None
+        ndim = layouts[2]
+        centred = relax.op.subtract(relax.op.astype(self.visit_expr(xq), "int32"),
+                                    relax.const(int(zx.reshape(())), "int32"))
+        conv = conv_op(ndim)(centred, relax.const(wq, "int8"), strides=[int(s) for s in attrs.strides],
+                             padding=[int(p) for p in attrs.padding], dilation=[int(d) for d in attrs.dilation],
+                             groups=int(attrs.groups), data_layout=attrs.data_layout,
+                             kernel_layout=attrs.kernel_layout, out_layout=attrs.out_layout, out_dtype="int32")
+        scale = (np.float32(sx.reshape(())) * np.broadcast_to(sw.astype(np.float32).reshape(-1), (out_channels,)))
+        scale = scale.astype(np.float32).reshape((1, out_channels) + (1,) * ndim)
+        self.taken += 1
+        return relax.op.multiply(relax.op.astype(conv, "float32"), relax.const(scale, "float32"))
+
+
+@tvm.transform.module_pass(opt_level=0, name="IntegerConvs")
+class IntegerConvs:
+    """Dequantize -> conv patterns of a QDQ graph as integer convs (module docstring); no-op on float graphs."""
+
+    def transform_module(self, mod, _ctx):
+        return _Rewriter(mod).transform()

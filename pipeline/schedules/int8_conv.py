@@ -1,0 +1,137 @@
+"""CPU schedule of the dense int8 conv of passes/int8_kernels.py.
+
+The kernel reads the input packed four channels to a pixel (``[N, C/4, H', W', 4]`` uint8) and the weight as
+``[K/16, C/4, R, S, 16, 4]`` int8, so sixteen output channels' sums over four input channels of one pixel are one
+``vpdpbusd`` (AVX-512 VNNI: 64 byte products into 16 int32 lanes, four times the multiply-adds of an fp32 FMA).
+The loops, as blocked_conv.py's for fp32::
+
+    parallel(batch, output channel tiles, rows) . pixel tiles . input channel quads . taps
+        . [pixels (unrolled) . channel blocks (unrolled) . (16 lanes x 4 bytes: one vpdpbusd)]
+
+The tile's accumulators are kept in a local buffer laid out ``[.., 16]`` (``transform_layout``), so each block's
+sixteen sums are one vector register, and the epilogue (compensation, scale, bias, requantization) is applied to
+the tile as it is written back to the NCHW output. The tile is blocked_conv.plan_dense's (the same register
+budget: one int32 vector per sixteen channels as one fp32 vector); tunable like it. On CPUs without VNNI
+(AVX2, AVX-512 without VNNI, NEON) the same loops run with the 4-byte dot product as a plain loop that LLVM
+vectorises over the sixteen channels (exact; without the dot-product instruction, not faster than fp32).
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import s_tir
+from tvm.script import tirx as T
+from tvm.target import codegen
+
+from atrous.pipeline.passes.int8_kernels import BLOCK, DENSE
+from atrous.pipeline.schedules.blocked_conv import plan_dense
+from atrous.pipeline.schedules.cpu import ReductionRule, _epilogue, _extent, _vectorize_inner, choose
+from atrous.pipeline.schedules.isa import VectorISA, isa_of
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+              c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    """What the instruction computes: sixteen int32 sums, each plus four byte products."""
+    with T.sblock("root"):
+        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+        T.writes(c[0:16])
+        for i, k in T.grid(16, 4):
+            with T.sblock("update"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                c[vi] = c[vi] + T.Cast("int32", a[vk]) * T.Cast("int32", b[vi, vk])
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16, 4), "int8", offset_factor=1),
+                   c: T.Buffer((16,), "int32", offset_factor=1, scope="local")) -> None:
+    """One vpdpbusd: the four input bytes broadcast as one int32 to all sixteen lanes (LLVM 19 and later take
+    the byte operands as <64 x i8>; older LLVMs took <16 x i32>, which TVM's own x86 intrinsic still passes)."""
+    with T.sblock("root"):
+        T.reads(c[0:16], a[0:4], b[0:16, 0:4])
+        T.writes(c[0:16])
+        quad = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+        c[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"), c.vload([0], dtype="int32x16"),
+            T.reinterpret(T.broadcast(quad, 16), dtype="uint8x64"), b.vload([0, 0], dtype="int8x64"), dtype="int32x16")
+
+
+# the sums live in a local (register) buffer, which TVM's own x86 intrinsic (global scope) does not match
+DOT_16x4_VNNI = "atrous_dot_16x4_u8s8s32_vnni"
+s_tir.TensorIntrin.register(DOT_16x4_VNNI, _dot_16x4, _dot_16x4_vnni, override=True)
+
+
+def has_vnni(target) -> bool:
+    """Whether the CPU has AVX-512 VNNI (``vpdpbusd`` on 512-bit vectors)."""
+    return target.kind.name == "llvm" and bool(codegen.llvm_cpu_has_features("avx512vnni", target))
+
+
+def int32_isa(target) -> VectorISA:
+    """The register budget of a tile in units of one int32 vector of BLOCK lanes."""
+    isa = isa_of(target)
+    per_block = max(1, BLOCK // isa.lanes)  # registers one block of sixteen int32 sums takes
+    return VectorISA(isa.name, BLOCK, isa.registers // per_block, isa.fmas_in_flight, isa.reserved // per_block)
+
+
+class Int8Conv(ReductionRule):
+    """Register-tiled, VNNI-tensorized schedule of a dense int8 conv (module docstring); tunable: the tile."""
+
+    TUNABLE = True
+
+    def _schedule(self, sch, main, func, target):
+        if sch.get(main).name_hint != DENSE:
+            return None
+        loops = sch.get_loops(main)
+        if len(loops) != 8:
+            return None
+        n, k, y, x, rc, ry, rx, ri = loops
+        width, channels = _extent(sch, x), _extent(sch, k)
+        if not width or not channels or channels % BLOCK:
+            return None
+        cores = int(target.attrs.get("num-cores", 1))
+        tasks = _extent(sch, n) * _extent(sch, y)
+        pixels, vectors, _ = choose(sch, plan_dense(int32_isa(target), width, channels // BLOCK, tasks, cores),
+                                    self.tunable)
+        kb, lanes = sch.split(k, [None, BLOCK])
+        kbo, kbi = sch.split(kb, [None, vectors])
+        xo, xi = sch.split(x, [None, pixels])
+        sch.reorder(n, kbo, y, xo, rc, ry, rx, xi, kbi, lanes, ri)
+        outer = sch.fuse(n, kbo, y)
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, xo)
+        # the tile's sums as [.., 16]: each block's sixteen lanes one vector (the dot product's operand)
+        sch.transform_layout(main, ("write", 0), lambda a, b, c, d: (a, b // BLOCK, c, d, b % BLOCK))
+        for consumer in _epilogue(sch, acc):
+            sch.reverse_compute_inline(consumer)
+        write_loops = sch.get_loops(acc)[2:]
+        sch.unroll(xi)
+        sch.unroll(kbi)
+        sch.parallel(outer)
+        if width % pixels:
+            sch.annotate(xo, "pragma_loop_partition_hint", 1)
+        for producer in sch.get_producers(main):  # the padding and packing pass
+            _vectorize_inner(sch, producer)
+        init = sch.decompose_reduction(main, rc)
+        sch.vectorize(sch.get_loops(init)[-1])
+        if has_vnni(target):
+            sch.tensorize(lanes, DOT_16x4_VNNI)
+        else:
+            sch.vectorize(lanes)
+        _write_back(sch, acc, write_loops)
+        return sch
+
+
+def _write_back(sch, acc, loops) -> None:
+    """The tile's write-back: channel lanes vectorised (the epilogue's arithmetic on whole vectors), the rest
+    unrolled."""
+    extents = [_extent(sch, loop) for loop in loops]
+    if not loops or math.prod(e or 1 for e in extents) > 4096:
+        return
+    try:
+        *tile, inner = loops
+        sch.vectorize(inner)
+        for loop in tile:
+            sch.unroll(loop)
+    except s_tir.ScheduleError:
+        pass
