@@ -64,14 +64,15 @@ class Compiled:
     def output_names(self) -> tuple[str, ...]:
         return tuple(s.name for s in self.artifact.meta().outputs)
 
-    def verify(self, device: str | None = None, check: bool = True) -> Report:
+    def verify(self, device: str | None = None, check: bool = True, criteria=None) -> Report:
         """Run the golden inputs (on ``device``: None for here or the target's emulator, else ssh://, rpc:// or
         tracker:// URLs) and compare with the reference (PyTorch for modules) and ONNX Runtime. Raises
-        ``VerificationError`` on a mismatch unless ``check`` is False."""
+        ``VerificationError`` on a mismatch unless ``check`` is False. Reduced-precision builds are judged by
+        ``criteria`` (``atrous.pipeline.verify.Criteria``: SQNR, argmax agreement, steps from ONNX Runtime)."""
         from atrous.pipeline.interface import require_ok, verify_model
         from atrous.pipeline.verify import report
 
-        result = verify_model(self.artifact, self.preset, device=device)
+        result = verify_model(self.artifact, self.preset, device=device, criteria=criteria)
         if check:
             require_ok(result)
         return Report(tuple(result.checks), result.device, result.notes,
@@ -105,7 +106,10 @@ class Compiled:
         """The on-device bundle (a directory with run.sh; a .tar.gz beside it); copied to ``out`` if given."""
         from atrous.pipeline.devices.bundle import make_bundle
 
-        made = make_bundle(self.artifact, self.preset.tolerance)
+        from atrous.pipeline.verify import Criteria
+
+        precision = self.artifact.meta().precision
+        made = make_bundle(self.artifact, self.preset.tolerance if precision == "fp32" else Criteria(precision))
         if out is None:
             return made
         out = Path(out)
@@ -119,7 +123,8 @@ def compile(model: Any, example_inputs: Sequence | dict | None = None, *, target
             tuned: bool = True, mcpu: str | None = None, name: str | None = None, input_names: Sequence[str] = (),
             input_shapes: dict | None = None, preset: str = "standard", seed: int = 0,
             build_dir: str | Path | None = None, force: bool = False, winograd: str = "auto",
-            exporter: str = "dynamo", database: str | Path | None = None) -> Compiled:
+            exporter: str = "dynamo", database: str | Path | None = None, precision: str = "fp32",
+            calibration: str | Path | int | None = None) -> Compiled:
     """Compile ``model`` for ``target`` (``list_targets()``).
 
     ``model`` is an ``nn.Module`` (with ``example_inputs``: a tuple of tensors or arrays in forward's order, or a
@@ -127,16 +132,22 @@ def compile(model: Any, example_inputs: Sequence | dict | None = None, *, target
     path to an ``.onnx`` or ``.pt2`` file, ``"file.py:make_model"``, or a zoo name (``list_models()``, at
     ``preset``). ``input_shapes`` ({name: shape}) fixes dynamic dimensions of files, or gives the shapes of a
     ``file.py:function`` module. ``tuned`` applies the target's tuning database (or ``database``), when it has
-    one."""
+    one. ``precision="int8"`` (CPU targets) quantizes with ONNX Runtime's quantizer, calibrated on ``calibration``
+    (a directory of .npy/.npz samples, or a number of seeded random inputs; default 8), and compiles int8
+    kernels; ``"fp16"`` is for GPU targets."""
     from atrous import targets
     from atrous.pipeline.interface import CompileArgs, compile_model
     from atrous.pipeline.optimize import OptimizeOptions
 
     device = targets.get_target(target, mcpu)
     source = _source(model, example_inputs, name, input_names, input_shapes, preset, seed)
+    from atrous.pipeline.quantize import Calibration
+
     options = OptimizeOptions(database=Path(database) if database else None, winograd=winograd)
     artifact = compile_model(CompileArgs(source, device, Path(build_dir) if build_dir else None, force, options,
-                                         tuned=tuned, exporter=exporter))
+                                         tuned=tuned, exporter=exporter, precision=precision,
+                                         calibration=Calibration.parse(None if calibration is None
+                                                                       else str(calibration), seed)))
     return Compiled(artifact, device, source)
 
 

@@ -1,7 +1,8 @@
 """The build directory of one (model, target): its layout, its metadata, and atomic creation.
 
     build/<model>/<target>/
-        model.onnx           the graph that was compiled
+        model.onnx           the graph that was compiled (for int8 builds: the fp32 graph before quantization)
+        model.int8.onnx      int8 builds: the QDQ graph that was compiled (pipeline/quantize.py)
         model.so             the compiled model (TVM Relax VM executable)
         meta.json            inputs/outputs (names, shapes, dtypes), target, versions, fingerprint
         golden/inputs.npz    seeded example inputs
@@ -57,6 +58,9 @@ class Meta:
     exporter: str = ""  # how the ONNX graph was made: "dynamo", "torchscript" (export.py) or "file"
     reference_note: str = ""  # why there is no reference, or how it was obtained (interface.reference_outputs)
     exporter_fallback: str | None = None  # why the dynamo exporter was not used, when it was asked for
+    precision: str = "fp32"  # "fp32", "int8" (a QDQ graph: quantized here, or given) or "fp16"
+    calibration: str = ""  # int8: what the activations were calibrated on (quantize.Calibration.describe)
+    output_steps: dict = field(default_factory=dict)  # int8: {output: its quantization step} (quantize.py)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -75,6 +79,7 @@ class Artifact:
     root: Path
 
     onnx = property(lambda self: self.root / "model.onnx")
+    qdq = property(lambda self: self.root / "model.int8.onnx")
     library = property(lambda self: self.root / "model.so")
     meta_path = property(lambda self: self.root / "meta.json")
     golden_inputs = property(lambda self: self.root / "golden" / "inputs.npz")
@@ -91,8 +96,9 @@ class Artifact:
             return dict(i), dict(e)
 
 
-def artifact_dir(model: str, target: str, root: Path | None = None) -> Path:
-    return Path(root or BUILD_ROOT) / model / target
+def artifact_dir(model: str, target: str, root: Path | None = None, precision: str = "fp32") -> Path:
+    """``build/<model>/<target>``; reduced-precision builds beside it as ``<target>-int8``/``<target>-fp16``."""
+    return Path(root or BUILD_ROOT) / model / (target if precision == "fp32" else f"{target}-{precision}")
 
 
 class Staging:

@@ -47,6 +47,21 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--exporter", choices=("dynamo", "torchscript"), default="dynamo",
                    help="PyTorch models: torch.onnx's exporter (default: dynamo, the torch.export-based one, which "
                         "falls back to torchscript with the reason in the report)")
+    p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
+                   help="int8: CPU presets, post-training static quantization by ONNX Runtime's quantizer "
+                        "(per-channel int8 weights, per-tensor uint8 activations) and int8 kernels; a QDQ .onnx "
+                        "file is compiled as int8 whatever this says. fp16: GPU presets (build/<model>/<target>-"
+                        "<precision>)")
+    p.add_argument("--calibration", default=None, metavar="DIR|N",
+                   help="int8: calibrate activations on the .npy (one input) or .npz (one array per input) "
+                        "samples in DIR, or on N seeded random inputs (default: 8; real data calibrates better)")
+    p.add_argument("--min-sqnr", type=float, default=25.0, metavar="DB",
+                   help="int8 verification: least SQNR against the fp32 original (default 25 dB)")
+    p.add_argument("--min-argmax", type=float, default=98.0, metavar="PCT",
+                   help="int8 verification: least argmax agreement over axis 1 (classes) with the fp32 original, "
+                        "in percent (default 98)")
+    p.add_argument("--max-rel-l2", type=float, default=1e-2,
+                   help="fp16 verification: largest rel-L2 error against the fp32 original (default 1e-2)")
 
 
 def _options(args, preset):
@@ -70,14 +85,27 @@ def _compile(args):
     preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
     start = time.perf_counter()
+    from atrous.pipeline.quantize import Calibration
+
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
                                          args.force, _options(args, preset), tuned=not args.untuned,
-                                         exporter=args.exporter))
+                                         exporter=args.exporter, precision=args.precision,
+                                         calibration=Calibration.parse(args.calibration, args.seed)))
     if args.bundle or not preset.runs_here:  # the bundle is what goes to a device that is not this machine
         from atrous.pipeline.devices.bundle import make_bundle
 
-        make_bundle(artifact, preset.tolerance)
+        make_bundle(artifact, _criteria(args, artifact.meta().precision) or preset.tolerance)
     return src, preset, artifact, time.perf_counter() - start
+
+
+def _criteria(args, precision: str):
+    """The pass criteria of a reduced-precision build, from the command line (None for fp32)."""
+    from atrous.pipeline.verify import Criteria
+
+    if precision == "fp32":
+        return None
+    return Criteria(precision, min_sqnr_db=args.min_sqnr, min_argmax=args.min_argmax / 100,
+                    max_rel_l2=args.max_rel_l2)
 
 
 def _tuning_line(meta) -> str:
@@ -167,7 +195,8 @@ def cmd_tune(args) -> int:
 
 def _checks_json(result) -> list[dict]:
     return [{"output": c.name, "reference": c.reference, "max_abs": c.max_abs, "rel_l2": c.rel_l2, "ok": c.ok,
-             "problem": c.problem} for c in result.checks]
+             "problem": c.problem, "sqnr_db": c.sqnr_db, "argmax": c.argmax, "steps": c.steps}
+            for c in result.checks]
 
 
 def cmd_verify(args) -> int:
@@ -175,7 +204,7 @@ def cmd_verify(args) -> int:
     from atrous.pipeline.verify import report
 
     src, preset, artifact, _ = _compile(args)
-    result = verify_model(artifact, preset, device=args.device)
+    result = verify_model(artifact, preset, device=args.device, criteria=_criteria(args, artifact.meta().precision))
     if args.json:
         print(json.dumps({"model": src.name, "target": preset.name, "device": result.device, "ok": result.ok,
                           "checks": _checks_json(result),
@@ -259,7 +288,7 @@ def cmd_run(args) -> int:
     from atrous.pipeline.verify import report
 
     src, preset, artifact, seconds = _compile(args)
-    result = verify_model(artifact, preset, device=args.device)
+    result = verify_model(artifact, preset, device=args.device, criteria=_criteria(args, artifact.meta().precision))
     print(f"== {src.name} ({src.description}) on {preset.name}")
     print(f"compiled in {seconds:.1f} s; artifact: {artifact.root}")
     print(_tuning_line(artifact.meta()))

@@ -29,8 +29,9 @@ from atrous.pipeline.schedules.guard import collect_failures
 from atrous.pipeline.devices.address import parse_device
 from atrous.pipeline.devices.device import run_on_device
 from atrous.pipeline.signature import signature_text
+from atrous.pipeline.quantize import PRECISIONS, Calibration, is_qdq, output_steps, quantize
 from atrous.pipeline.source import Source
-from atrous.pipeline.verify import OutputCheck, compare_all
+from atrous.pipeline.verify import Criteria, OutputCheck, compare_all, compare_reduced, compare_steps
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class CompileArgs:
     options: OptimizeOptions = OptimizeOptions()
     tuned: bool = True  # apply the device's tuning database (options.database, else the preset's own) if any
     exporter: str = "dynamo"  # PyTorch sources: torch.onnx's dynamo exporter, else "torchscript" (export.py)
+    precision: str = "fp32"  # "int8": quantized by ONNX Runtime's quantizer (quantize.py); "fp16": GPU presets
+    calibration: Calibration = Calibration()  # int8: the activations' calibration samples
 
 
 def versions() -> dict:
@@ -73,10 +76,12 @@ def code_digest() -> str:
 
 
 def fingerprint(onnx_path: Path, target_json: dict, options: OptimizeOptions, exporter: str = "",
-                inputs: dict | None = None) -> str:
+                inputs: dict | None = None, precision: dict | None = None) -> str:
     """What an artifact was built from: the graph, the input shapes it was imported at (a graph with dynamic
-    dimensions compiles to a different model for each), the compiler, the target, the options, the database."""
+    dimensions compiles to a different model for each), the compiler, the target, the options, the database,
+    the precision (and an int8 build's calibration samples)."""
     digest = hashlib.sha256(onnx_path.read_bytes())
+    digest.update(json.dumps(precision or {}, sort_keys=True).encode())
     for name, value in (inputs or {}).items():
         digest.update(f"{name}:{value.dtype}:{tuple(value.shape)}".encode())
     digest.update(code_digest().encode())
@@ -167,17 +172,29 @@ def compile_model(args: CompileArgs) -> art.Artifact:
     from atrous.pipeline.tuning.database import tuned_task_count
 
     source, preset = args.source, args.target
-    final = art.artifact_dir(source.name, preset.name, args.build_root)
+    check_precision(args.precision, preset)
+    final = art.artifact_dir(source.name, preset.name, args.build_root, args.precision)
     options = replace(args.options, database=tuning_database(args))
     with art.staged(final) as staging:
         exported = write_onnx(source, staging.path / "model.onnx", args.exporter)
         onnx_path = exported.path
         target_json = preset.target_dict()
-        key = fingerprint(onnx_path, target_json, options, exported.exporter, source.inputs)
+        key = fingerprint(onnx_path, target_json, options, exported.exporter, source.inputs,
+                          {"precision": args.precision, **(args.calibration.key() if args.precision == "int8"
+                                                           else {})})
         existing = art.Artifact(final)
         if not args.force and existing.exists() and existing.meta().fingerprint == key:
             return existing
         model = load_onnx(onnx_path)
+        precision, calibration = args.precision, ""
+        if is_qdq(model):  # already quantized (ONNX Runtime's quantizer, PT2E): compiled as the int8 graph it is
+            precision = "int8"
+        elif args.precision == "int8":
+            with stage("quantizing the graph (ONNX Runtime's quantize_static)"):
+                model = load_onnx(quantize(onnx_path, staging.path / "model.int8.onnx", args.calibration,
+                                           source.inputs))
+            calibration = args.calibration.describe()
+        steps = output_steps(model) if precision == "int8" else {}
         with stage("importing the graph"):
             mod = to_relax(model, {n: v.shape for n, v in source.inputs.items()}, source.name)
         with stage("optimizing the graph"):
@@ -204,10 +221,21 @@ def compile_model(args: CompileArgs) -> art.Artifact:
                         database=str(options.database) if options.database else None, tuned_tasks=tuned,
                         total_tasks=total, options=options.key(), winograd=winograd, kernel_flops=flops,
                         rule_failures=tuple(f.line() for f in failures), exporter=exported.exporter,
-                        exporter_fallback=exported.fallback)
+                        exporter_fallback=exported.fallback, precision=precision, calibration=calibration,
+                        output_steps=steps)
         (staging.path / "meta.json").write_text(meta.to_json())
         staging.commit()
     return art.Artifact(final)
+
+
+def check_precision(precision: str, preset) -> None:
+    """Refuse a precision the target has no kernels for, naming what it has."""
+    if precision not in PRECISIONS:
+        raise AtrousError(f"--precision {precision}: not one of {', '.join(PRECISIONS)}")
+    kind = preset.tvm_target().kind.name
+    if precision == "int8" and kind != "llvm":
+        raise AtrousError(f"--precision int8 has kernels for CPU presets only; '{preset.name}' is a {kind} target "
+                          "(use --precision fp16 on GPUs)")
 
 
 def device_line(target_json: dict) -> str:
@@ -238,10 +266,12 @@ class VerifyResult:
 
 
 def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
-                 device: str | None = None) -> VerifyResult:
+                 device: str | None = None, criteria: Criteria | None = None) -> VerifyResult:
     """Run the artifact on its golden inputs, on ``device`` (a ``--device`` string; None: this machine, or the
     target's emulator), and compare with the stored reference and, for PyTorch-sourced models, with ONNX
-    Runtime on the exported graph as a second reference."""
+    Runtime on the exported graph as a second reference. Reduced-precision builds are judged by ``criteria``
+    (default: Criteria's defaults): against the fp32 original by SQNR and argmax agreement (int8) or rel-L2
+    (fp16), and an int8 build against ONNX Runtime on the same QDQ graph in quantization steps."""
     meta = artifact.meta()
     if meta.reference == "none":
         raise VerificationError(f"{meta.model}: nothing to compare with: {meta.reference_note}. The compiled "
@@ -249,8 +279,16 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
     inputs, expected = artifact.load_golden()
     where = parse_device(device, preset)
     actual = run_on_device(artifact, preset, where, inputs)
-    checks = compare_all(actual, expected, preset.tolerance, meta.reference)
+    tolerance = preset.tolerance if meta.precision == "fp32" else (criteria or Criteria(meta.precision))
     notes = []
+    if meta.precision == "fp32":
+        checks = compare_all(actual, expected, tolerance, meta.reference)
+    elif meta.precision == "int8" and not artifact.qdq.exists():  # a QDQ file: its reference ran the same graph
+        checks = _against_qdq(actual, expected, meta, tolerance, meta.reference)
+    else:
+        checks = _against_fp32(actual, expected, tolerance, meta.reference)
+    if meta.calibration:
+        notes.append(f"int8 calibration: {meta.calibration}")
     if where.emulated:
         notes.append(f"ran emulated ({preset.emulator[0]}): this proves correctness only; "
                      "emulated timings are not performance numbers")
@@ -258,14 +296,41 @@ def verify_model(artifact: art.Artifact, preset, second_reference: bool = True,
         notes.append(f"ran on {where.label}")
     if meta.reference_note:
         notes.append(f"reference: {meta.reference_note}")
-    if second_reference and not meta.reference.startswith("onnxruntime"):
+    quantized_here = meta.precision == "int8" and artifact.qdq.exists()
+    if second_reference and (quantized_here or not meta.reference.startswith("onnxruntime")):
+        graph = artifact.qdq if quantized_here else artifact.onnx
         try:
-            ort = onnxruntime_outputs(artifact.onnx, inputs)
+            ort = dict(zip(expected, onnxruntime_outputs(graph, inputs).values()))
         except Exception as err:  # ORT has gaps of its own (e.g. dilated convs with auto_pad SAME_*)
             notes.append(f"second reference onnxruntime could not run this graph: {first_line(err)}")
         else:
-            checks += compare_all(actual, dict(zip(expected, ort.values())), preset.tolerance, "onnxruntime")
-    return VerifyResult(artifact, checks, preset.tolerance, tuple(notes), where.label)
+            if meta.precision == "fp32":
+                checks += compare_all(actual, ort, tolerance, "onnxruntime")
+            elif meta.precision == "int8":
+                checks += _against_qdq(actual, ort, meta, tolerance, "onnxruntime int8")
+            else:
+                checks += _against_fp32(actual, ort, tolerance, "onnxruntime")
+    return VerifyResult(artifact, checks, tolerance, tuple(notes), where.label)
+
+
+def _against_fp32(actual: dict, expected: dict, criteria: Criteria, reference: str) -> list[OutputCheck]:
+    missing = [OutputCheck(n, reference, np.inf, np.inf, False, "output missing") for n in expected if n not in actual]
+    return missing + [compare_reduced(n, actual[n], expected[n], criteria, reference) for n in expected if n in actual]
+
+
+def _against_qdq(actual: dict, expected: dict, meta, criteria: Criteria, reference: str) -> list[OutputCheck]:
+    """Outputs that are dequantized int8 values in quantization steps; others (float ops after the graph's last
+    dequantize) as reduced precision."""
+    checks = []
+    for name in expected:
+        if name not in actual:
+            checks.append(OutputCheck(name, reference, np.inf, np.inf, False, "output missing"))
+        elif name in meta.output_steps:
+            checks.append(compare_steps(name, actual[name], expected[name], meta.output_steps[name], criteria,
+                                        reference))
+        else:
+            checks.append(compare_reduced(name, actual[name], expected[name], criteria, reference))
+    return checks
 
 
 def require_ok(result: VerifyResult) -> VerifyResult:

@@ -53,28 +53,31 @@ def time_pytorch(module, inputs: dict, threads: int, repeat: int) -> Timing:
         return _timing("pytorch", _loop(lambda: module(*args), repeat), torch.get_num_threads())
 
 
-def time_onnxruntime(onnx_path, inputs: dict, threads: int, repeat: int) -> Timing:
+def time_onnxruntime(onnx_path, inputs: dict, threads: int, repeat: int, name: str = "onnxruntime") -> Timing:
     session = onnxruntime_session(onnx_path, threads)
     used = session.get_session_options().intra_op_num_threads  # ORT runs exactly this many (0 would be "all")
-    return _timing("onnxruntime", _loop(lambda: session.run(None, inputs), repeat), used)
+    return _timing(name, _loop(lambda: session.run(None, inputs), repeat), used)
 
 
 def bench(artifact: Artifact, module, threads: int, repeat: int = 10) -> list[Timing]:
-    """Time every runtime available for this artifact (PyTorch only when the source was a module)."""
+    """Time every runtime available for this artifact (PyTorch only when the source was a module; for an int8
+    build quantized here, ONNX Runtime on its QDQ graph too: "onnxruntime-int8")."""
     inputs, _ = artifact.load_golden()
     rows = [time_atrous(artifact, inputs, repeat)]
     if module is not None:
         rows.append(time_pytorch(module, inputs, threads, repeat))
     rows.append(time_onnxruntime(artifact.onnx, inputs, threads, repeat))
+    if artifact.qdq.is_file():
+        rows.append(time_onnxruntime(artifact.qdq, inputs, threads, repeat, "onnxruntime-int8"))
     return rows
 
 
 def table(rows: list[Timing]) -> str:
     ort = next((r.median_ms for r in rows if r.runtime == "onnxruntime"), None)
-    lines = [f"{'runtime':<12} {'threads':>7} {'median ms':>10} {'min ms':>10} {'vs ORT':>8}"]
+    lines = [f"{'runtime':<16} {'threads':>7} {'median ms':>10} {'min ms':>10} {'vs ORT':>8}"]
     for r in rows:
         ratio = f"{ort / r.median_ms:7.2f}x" if ort else "-"
-        lines.append(f"{r.runtime:<12} {r.threads:>7} {r.median_ms:10.2f} {r.min_ms:10.2f} {ratio:>8}")
+        lines.append(f"{r.runtime:<16} {r.threads:>7} {r.median_ms:10.2f} {r.min_ms:10.2f} {ratio:>8}")
     lines.append("(vs ORT > 1 means faster than ONNX Runtime)")
     return "\n".join(lines)
 

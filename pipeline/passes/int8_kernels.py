@@ -48,12 +48,14 @@ def _as_u8(value, signed: bool):
     return (value.astype("int32") + 128).astype("uint8")
 
 
-def dense(data, weight, strides, dilation, before, after, zero: int):
-    """int32 sums of a blocked int8 conv (module docstring); ``zero``: the padding value, as uint8."""
+def dense(data, weight, strides, dilation, before, after, zero: int, columns: int):
+    """int32 sums of a blocked int8 conv (module docstring); ``zero``: the padding value, as uint8; ``columns``:
+    output columns to compute (the row rounded up to whole register tiles; the caller crops)."""
     n, channels, height, width = (int(d) for d in data.shape)
     kb, cb, taps_y, taps_x, block, lanes = (int(d) for d in weight.shape)
     signed = data.dtype == "int8"
-    ph, pw = height + before[0] + after[0], width + before[1] + after[1]
+    ph = height + before[0] + after[0]
+    pw = max(width + before[1] + after[1], (columns - 1) * strides[1] + (taps_x - 1) * dilation[1] + 1)
 
     def pack(nn, c4, y, x, i):
         c, yy, xx = c4 * lanes + i, y - before[0], x - before[1]
@@ -63,7 +65,6 @@ def dense(data, weight, strides, dilation, before, after, zero: int):
 
     packed = te.compute((n, cb, ph, pw, lanes), pack, name=PACK)
     oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
-    ow = _out_size(width, taps_x, strides[1], dilation[1], before[1], after[1])
     rc = te.reduce_axis((0, cb), name="rc")
     ry, rx = te.reduce_axis((0, taps_y), name="ry"), te.reduce_axis((0, taps_x), name="rx")
     ri = te.reduce_axis((0, lanes), name="ri")
@@ -73,7 +74,7 @@ def dense(data, weight, strides, dilation, before, after, zero: int):
         return te.sum(pixel.astype("int32") * weight[k // block, rc, ry, rx, k % block, ri].astype("int32"),
                       axis=[rc, ry, rx, ri])
 
-    return te.compute((n, kb * block, oh, ow), body, name=DENSE)
+    return te.compute((n, kb * block, oh, columns), body, name=DENSE)
 
 
 def depthwise(data, weight, strides, dilation, before, after, zero: int):
@@ -105,10 +106,21 @@ def pack_weight(kernel: np.ndarray, block: int = BLOCK) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(kb, block, cb, LANES, r, s).transpose(0, 2, 4, 5, 1, 3))
 
 
+def _whole_tiles(out_shape: list[int], target) -> int:
+    """The output row rounded up to whole tiles of the default register tile (schedules/int8_conv.py): the
+    dot-product instruction cannot be tensorized into a tile cut short by a bounds check, so the kernel computes
+    the extra columns (from padding) and the crop after it drops them."""
+    from atrous.pipeline.schedules.int8_conv import default_pixels
+
+    pixels = default_pixels(target, out_shape)
+    return -(-out_shape[3] // pixels) * pixels
+
+
 @mutator
 class _Rewriter(ModuleRewriter):
-    def __init__(self, mod):
+    def __init__(self, mod, target):
         super().__init__(mod)
+        self.target = target
         self.taken = 0
 
     def visit_call_(self, call):
@@ -145,10 +157,12 @@ class _Rewriter(ModuleRewriter):
         xq = self.visit_expr(xq)
         if groups == 1:
             zero = zx + 128 if xq.ty.dtype == "int8" else zx
+            out_shape = [int(d) for d in call.ty.shape.values]
+            columns = _whole_tiles(out_shape, self.target)
             sums = self.builder_.call_te(dense, xq, relax.const(pack_weight(kernel), "int8"), *spatial, zero,
-                                         primfunc_name_hint=DENSE)
-            if -(-out_channels // BLOCK) * BLOCK != out_channels:
-                sums = relax.op.strided_slice(sums, axes=[1], begin=[0], end=[out_channels])
+                                         columns, primfunc_name_hint=DENSE)
+            if -(-out_channels // BLOCK) * BLOCK != out_channels or columns != out_shape[3]:
+                sums = relax.op.strided_slice(sums, axes=[1, 3], begin=[0, 0], end=[out_channels, out_shape[3]])
         elif groups == channels == out_channels and kernel.shape[1] == 1:
             zero = zx
             sums = self.builder_.call_te(depthwise, xq, relax.const(kernel, "int8"), *spatial, zx,
@@ -168,4 +182,4 @@ class Int8Kernels:
         target = tvm.target.Target.current(allow_none=True)
         if target is None or target.kind.name != "llvm":
             return mod
-        return _Rewriter(mod).transform()
+        return _Rewriter(mod, target).transform()

@@ -74,6 +74,18 @@ def int32_isa(target) -> VectorISA:
     return VectorISA(isa.name, BLOCK, isa.registers // per_block, isa.fmas_in_flight, isa.reserved // per_block)
 
 
+def plans(target, width: int, blocks: int, tasks: int) -> list[tuple[int, int, int]]:
+    """blocked_conv.plan_dense's tiles for ``blocks`` blocks of sixteen int32 sums, rows of ``width``."""
+    cores = int(target.attrs.get("num-cores", 1))
+    return plan_dense(int32_isa(target), width, blocks, tasks, cores)
+
+
+def default_pixels(target, out_shape: list[int]) -> int:
+    """Pixels of the default tile of a conv with NCHW output ``out_shape`` (int8_kernels.py rounds rows up to it)."""
+    n, channels, rows, width = out_shape
+    return plans(target, width, -(-channels // BLOCK), n * rows)[0][0]
+
+
 class Int8Conv(ReductionRule):
     """Register-tiled, VNNI-tensorized schedule of a dense int8 conv (module docstring); tunable: the tile."""
 
@@ -89,10 +101,13 @@ class Int8Conv(ReductionRule):
         width, channels = _extent(sch, x), _extent(sch, k)
         if not width or not channels or channels % BLOCK:
             return None
-        cores = int(target.attrs.get("num-cores", 1))
-        tasks = _extent(sch, n) * _extent(sch, y)
-        pixels, vectors, _ = choose(sch, plan_dense(int32_isa(target), width, channels // BLOCK, tasks, cores),
-                                    self.tunable)
+        # tiles that divide the row only: a bounds check in the tile would stop the tensorization (int8_kernels.py
+        # rounds the row up to the default tile)
+        options = [p for p in plans(target, width, channels // BLOCK, _extent(sch, n) * _extent(sch, y))
+                   if width % p[0] == 0]
+        if not options:
+            return None
+        pixels, vectors, _ = choose(sch, options, self.tunable)
         kb, lanes = sch.split(k, [None, BLOCK])
         kbo, kbi = sch.split(kb, [None, vectors])
         xo, xi = sch.split(x, [None, pixels])
@@ -108,8 +123,6 @@ class Int8Conv(ReductionRule):
         sch.unroll(xi)
         sch.unroll(kbi)
         sch.parallel(outer)
-        if width % pixels:
-            sch.annotate(xo, "pragma_loop_partition_hint", 1)
         for producer in sch.get_producers(main):  # the padding and packing pass
             _vectorize_inner(sch, producer)
         init = sch.decompose_reduction(main, rc)
