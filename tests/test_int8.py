@@ -1,0 +1,197 @@
+"""int8: QDQ graphs lowered to integer kernels, verified against ONNX Runtime on the same graph (in quantization
+steps) and against the fp32 PyTorch original (SQNR), on the host's own build, an AVX2 build, and under qemu."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from atrous import targets
+from atrous.pipeline import source
+from atrous.pipeline.errors import AtrousError, InputMismatchError
+from atrous.pipeline.interface import CompileArgs, compile_model, verify_model
+from atrous.pipeline.quantize import Calibration, is_qdq, quantize
+from atrous.pipeline.verify import Criteria, argmax_agreement, compare_steps, report, sqnr_db
+
+from dilation_cases import CASES, build
+
+# single random convs quantize to ~35-45 dB; argmax over a random conv's channels is no class decision
+SUITE = Criteria("int8", min_sqnr_db=25.0, min_argmax=0.0)
+
+
+class Mixed(nn.Module):
+    """What the int8 kernels must get right at once: a dilated conv whose output channels fill no block of 16, a
+    strided depthwise conv, a grouped conv (TVM's legalization), a pointwise conv, a rate larger than the map
+    (dead taps), a residual add left in float by the quantizer, odd feature-map sizes."""
+
+    def __init__(self):
+        super().__init__()
+        self.dilated = nn.Conv2d(16, 24, 3, padding=2, dilation=2)
+        self.depthwise = nn.Conv2d(24, 24, 3, stride=2, padding=1, groups=24)
+        self.grouped = nn.Conv2d(24, 24, 3, padding=1, groups=3)
+        self.pointwise = nn.Conv2d(24, 40, 1)
+        self.wide = nn.Conv2d(40, 21, 3, padding=12, dilation=12)
+
+    def forward(self, x):
+        y = torch.relu(self.depthwise(torch.relu(self.dilated(x))))
+        y = torch.relu(self.grouped(y)) + y
+        return self.wide(torch.relu(self.pointwise(y)))
+
+
+def _mixed():
+    torch.manual_seed(0)
+    return Mixed().eval()
+
+
+def _source(name="int8-mixed"):
+    inputs = {"x": np.random.default_rng(0).standard_normal((1, 16, 19, 23)).astype("float32")}
+    return source.from_torch(name, _mixed, inputs)
+
+
+def _checked(result):
+    text = report(result.checks, result.tolerance, result.notes)
+    print(text)
+    assert result.ok, text
+    return text
+
+
+@pytest.mark.parametrize("mcpu", [None, "znver3"], ids=["native", "avx2"])
+def test_mixed_model_in_int8_matches_onnxruntime_within_a_step_and_pytorch_by_sqnr(mcpu, build_root):
+    preset = targets.get_target("host", mcpu)
+    artifact = compile_model(CompileArgs(_source(), preset, build_root, precision="int8"))
+    meta = artifact.meta()
+    assert meta.precision == "int8" and is_qdq(onnx.load(str(artifact.qdq)))
+    assert "8 seeded random input(s)" in meta.calibration
+    assert not meta.rule_failures, meta.rule_failures
+    names = " ".join(meta.kernel_flops)
+    assert names.count("conv2d_int8") >= 4  # dilated, depthwise, pointwise, wide: int8 kernels, not float
+    result = verify_model(artifact, preset, criteria=SUITE)
+    text = _checked(result)
+    assert {c.reference for c in result.checks} == {"pytorch", "onnxruntime int8"}
+    assert "SQNR" in text and ("bit-exact" in text or "within 1 step" in text)
+
+
+def _scheduled_text(artifact_or_source, mcpu: str) -> str:
+    """The scheduled TensorIR of the mixed model's QDQ graph for a named CPU."""
+    from atrous.pipeline.ingest import load_onnx, to_relax
+    from atrous.pipeline.optimize import OptimizeOptions, optimize
+
+    preset = targets.get_target("host", mcpu)
+    mod = to_relax(load_onnx(artifact_or_source.qdq), {"x": (1, 16, 19, 23)})
+    return optimize(mod, preset.tvm_target(), OptimizeOptions()).script()
+
+
+def test_dense_int8_convs_are_one_vpdpbusd_per_four_channels_on_vnni_cpus(build_root):
+    artifact = compile_model(CompileArgs(_source(), targets.get_target("host"), build_root, precision="int8"))
+    vnni = _scheduled_text(artifact, "znver4")  # Zen 4: AVX-512 VNNI
+    assert vnni.count("llvm.x86.avx512.vpdpbusd.512") >= 3  # dilated, pointwise, wide
+    avx2 = _scheduled_text(artifact, "znver3")  # Zen 3: no VNNI, the same loops vectorised by LLVM
+    assert "vpdpbusd" not in avx2 and "conv2d_int8" in avx2
+
+
+def test_integer_convs_off_computes_the_float_graph_within_a_step(build_root):
+    """The float arithmetic of the QDQ graph as imported (integer_convs off) and the int8 kernels differ by
+    rounding only: at most one step."""
+    from atrous.pipeline.optimize import OptimizeOptions
+    from atrous.pipeline.runner import CompiledModel
+
+    host = targets.get_target("host")
+    ints = compile_model(CompileArgs(_source(), host, build_root, precision="int8"))
+    floats = compile_model(CompileArgs(_source("int8-mixed-float"), host, build_root, precision="int8",
+                                       options=OptimizeOptions(integer_convs=False)))
+    assert "conv2d_int8" not in " ".join(floats.meta().kernel_flops)
+    inputs, _ = ints.load_golden()
+    a = CompiledModel(ints).run(inputs)
+    b = CompiledModel(floats).run(inputs)
+    step = ints.meta().output_steps
+    for name in a:
+        check = compare_steps(name, a[name], b[name], step[name], SUITE)
+        assert check.ok, check.line()
+
+
+def test_qdq_file_from_onnxruntime_compiles_as_int8_and_is_compared_in_steps(tmp_path, build_root):
+    src = _source()
+    float_path = tmp_path / "mixed.onnx"
+    from atrous.pipeline.export import write_onnx
+
+    write_onnx(src, float_path)
+    qdq = quantize(float_path, tmp_path / "mixed.qdq.onnx", Calibration(count=4), src.inputs)
+    host = targets.get_target("host")
+    artifact = compile_model(CompileArgs(source.from_onnx_file(qdq), host, build_root))  # no --precision given
+    assert artifact.meta().precision == "int8" and artifact.root.name == "host"
+    result = verify_model(artifact, host)
+    _checked(result)
+    assert [c.reference for c in result.checks] == ["onnxruntime"] and result.checks[0].steps
+
+
+def test_calibration_directory_of_npy_samples_and_its_errors(tmp_path, build_root):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):
+        np.save(samples / f"s{i}.npy", rng.standard_normal((16, 19, 23)).astype("float32"))  # no batch axis: ok
+    host = targets.get_target("host")
+    calibration = Calibration.parse(str(samples))
+    artifact = compile_model(CompileArgs(_source(), host, build_root, precision="int8", calibration=calibration))
+    assert artifact.meta().calibration.startswith("3 sample(s) from")
+    _checked(verify_model(artifact, host, criteria=SUITE))
+    np.save(samples / "bad.npy", np.zeros((1, 3, 8, 8), np.float32))
+    with pytest.raises(InputMismatchError, match="bad.npy: input 'x' has shape \\[1, 3, 8, 8\\]"):
+        compile_model(CompileArgs(_source("int8-bad"), host, build_root, precision="int8",
+                                  calibration=Calibration.parse(str(samples))))
+    with pytest.raises(AtrousError, match="not a directory of .npy/.npz samples, nor a sample count"):
+        Calibration.parse(str(tmp_path / "missing"))
+
+
+def test_int8_is_refused_on_gpu_presets_with_the_alternative_named(build_root):
+    with pytest.raises(AtrousError, match="CPU presets only.*--precision fp16"):
+        compile_model(CompileArgs(_source(), targets.get_target("jetson-orin"), build_root, precision="int8"))
+
+
+def test_reduced_precision_measures():
+    e = np.random.default_rng(0).standard_normal((1, 4, 8, 8))
+    assert sqnr_db(e, e) == float("inf")
+    assert sqnr_db(e + 0.1 * e, e) == pytest.approx(20.0)  # noise a tenth of the signal: 20 dB
+    flipped = e.copy()
+    flipped[0, :, 0, 0] = -e[0, :, 0, 0]
+    assert argmax_agreement(e, e) == 1.0 and argmax_agreement(e[:, :1], e[:, :1]) is None
+    assert argmax_agreement(flipped, e) >= 63 / 64
+    step = 0.5
+    q = np.round(e / step) * step
+    assert compare_steps("y", q, q, step, SUITE).steps == "bit-exact"
+    off = q.copy()
+    off.flat[3] += step
+    one = compare_steps("y", off, q, step, SUITE)
+    assert one.ok and "within 1 step(s)" in one.steps and "1 of 256" in one.steps
+    off.flat[4] += 2 * step
+    assert not compare_steps("y", off, q, step, SUITE).ok
+
+
+def _case_source(case, prefix):
+    inputs = {"x": np.random.default_rng(0).standard_normal(case.shape).astype("float32")}
+    return source.from_torch(f"{prefix}-{case.name}", lambda: build(case), inputs)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_dilation_suite_in_int8_on_the_host(case, build_root):
+    host = targets.get_target("host")
+    artifact = compile_model(CompileArgs(_case_source(case, "int8"), host, build_root, precision="int8"))
+    _checked(verify_model(artifact, host, criteria=SUITE))
+
+
+# under qemu: a case of each kind the int8 kernels treat differently (dense dilated, strided, depthwise, grouped,
+# dead taps, 1-D, ASPP); every case on the host above
+ARM_CASES = ("stride2_rate3", "depthwise_stride2_rate4", "grouped_rate3", "rate_larger_than_map", "conv1d_rate4",
+             "aspp_rates_6_12_18")
+
+
+@pytest.mark.parametrize("board", ["rpi4", "rpi5"])
+@pytest.mark.parametrize("name", ARM_CASES)
+def test_dilation_cases_in_int8_under_qemu(board, name, build_root):
+    case = next(c for c in CASES if c.name == name)
+    preset = targets.get_target(board)
+    artifact = compile_model(CompileArgs(_case_source(case, f"int8-{board}"), preset, build_root, precision="int8"))
+    result = verify_model(artifact, preset, criteria=SUITE)
+    _checked(result)
+    assert result.device == "emulator"
