@@ -33,6 +33,7 @@ help:
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
 	@echo "make algorithms-<device> [MODELS=a,b]                               time direct vs Winograd per conv"
 	@echo "make bench [MODELS=a,b] [VARIANT=winograd=off] [MCPUS=znver3]       zoo vs PyTorch/ORT -> BENCHMARKS.md"
+	@echo "make bench PRECISION=int8 [MODELS=a,b]                              int8 vs fp32, atrous vs ORT int8 -> BENCHMARKS.md"
 	@echo "make bench-isa                                                      kernels' hot loops on AVX2/AVX-512/NEON (llvm-mca)"
 	@echo "make fuzz [N=200] [SEED=0] [ALSO=rpi4,vulkan-desktop] [SHARE=0.05]  random conv nets vs ONNX Runtime"
 	@echo "make fuzz-runtime [SECONDS=60]                                     libFuzzer on the runtime's parsers (ASan+UBSan)"
@@ -103,8 +104,13 @@ algorithms-%: venv
 MODELS ?=
 # On an AVX-512 machine it also times the AVX2 (znver3) build; MCPUS=a,b names other CPUs (MCPUS= for none).
 bench: venv
+ifeq ($(PRECISION),int8)
+	$(BIN)/python -m atrous.pipeline.bench.precision $(if $(MODELS),--models $(MODELS)) \
+		$(if $(filter-out undefined,$(origin MCPUS)),--mcpus "$(MCPUS)") --out BENCHMARKS.md
+else
 	$(BIN)/python -m atrous.pipeline.bench.suite $(if $(MODELS),--models $(MODELS)) $(if $(VARIANT),--variant $(VARIANT)) \
 		$(if $(filter-out undefined,$(origin MCPUS)),--mcpus "$(MCPUS)") --out BENCHMARKS.md
+endif
 
 # The kernels' hot loops built for znver3, znver4, skylake-avx512, cortex-a72/a76 and estimated by llvm-mca.
 bench-isa: venv sysdeps-isa

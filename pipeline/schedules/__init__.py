@@ -19,7 +19,8 @@ def cpu_rules(pixel_conv: bool = True) -> tuple:
     convs and pooling windows run plane by plane; other reductions (grouped convs, global pooling) vectorise
     rows. Dense int8 convs (QDQ graphs) get their own register-tiled dot-product kernel (int8_conv.py)."""
     blocked = (BlockedConv(), BlockedWindow(), BlockedBands(), WinogradTransforms())
-    return (Int8Conv(), *blocked, *([PixelConv()] if pixel_conv else []), PackedConv(), PlaneConv(), ConvLike(), Elementwise())
+    pixel = [PixelConv()] if pixel_conv else []
+    return (Int8Conv(), *blocked, *pixel, PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:
