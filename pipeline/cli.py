@@ -50,8 +50,8 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("fp32", "int8", "fp16"), default="fp32",
                    help="int8: CPU presets, post-training static quantization by ONNX Runtime's quantizer "
                         "(per-channel int8 weights, per-tensor uint8 activations) and int8 kernels; a QDQ .onnx "
-                        "file is compiled as int8 whatever this says. fp16: GPU presets (build/<model>/<target>-"
-                        "<precision>)")
+                        "file is compiled as int8 whatever this says (build/<model>/<target>-int8). fp16: not "
+                        "implemented yet (refused)")
     p.add_argument("--calibration", default=None, metavar="DIR|N",
                    help="int8: calibrate activations on the .npy (one input) or .npz (one array per input) "
                         "samples in DIR, or on N seeded random inputs (default: 8; real data calibrates better)")
@@ -60,8 +60,6 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--min-argmax", type=float, default=98.0, metavar="PCT",
                    help="int8 verification: least argmax agreement over axis 1 (classes) with the fp32 original, "
                         "in percent (default 98)")
-    p.add_argument("--max-rel-l2", type=float, default=1e-2,
-                   help="fp16 verification: largest rel-L2 error against the fp32 original (default 1e-2)")
 
 
 def _options(args, preset):
@@ -104,8 +102,7 @@ def _criteria(args, precision: str):
 
     if precision == "fp32":
         return None
-    return Criteria(precision, min_sqnr_db=args.min_sqnr, min_argmax=args.min_argmax / 100,
-                    max_rel_l2=args.max_rel_l2)
+    return Criteria(precision, min_sqnr_db=args.min_sqnr, min_argmax=args.min_argmax / 100)
 
 
 def _tuning_line(meta) -> str:

@@ -43,7 +43,7 @@ class CompileArgs:
     options: OptimizeOptions = OptimizeOptions()
     tuned: bool = True  # apply the device's tuning database (options.database, else the preset's own) if any
     exporter: str = "dynamo"  # PyTorch sources: torch.onnx's dynamo exporter, else "torchscript" (export.py)
-    precision: str = "fp32"  # "int8": quantized by ONNX Runtime's quantizer (quantize.py); "fp16": GPU presets
+    precision: str = "fp32"  # "int8": quantized by ONNX Runtime's quantizer (quantize.py); "fp16": refused (planned)
     calibration: Calibration = Calibration()  # int8: the activations' calibration samples
 
 
@@ -234,8 +234,11 @@ def check_precision(precision: str, preset) -> None:
         raise AtrousError(f"--precision {precision}: not one of {', '.join(PRECISIONS)}")
     kind = preset.tvm_target().kind.name
     if precision == "int8" and kind != "llvm":
-        raise AtrousError(f"--precision int8 has kernels for CPU presets only; '{preset.name}' is a {kind} target "
-                          "(use --precision fp16 on GPUs)")
+        raise AtrousError(f"--precision int8 has kernels for CPU presets only; '{preset.name}' is a {kind} target: "
+                          "compile it in fp32 (drop --precision)")
+    if precision == "fp16":
+        raise AtrousError("--precision fp16 is not implemented yet (planned for the CUDA and Vulkan presets); "
+                          "compile in fp32, or int8 on a CPU preset")
 
 
 def device_line(target_json: dict) -> str:

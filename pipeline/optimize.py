@@ -14,6 +14,7 @@ from atrous.pipeline.tuning.database import read_database
 from atrous.pipeline.passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
                                     PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
 from atrous.pipeline.passes.int8_kernels import Int8Kernels
+from atrous.pipeline.passes.int8_layout import Int8ChannelsLast
 from atrous.pipeline.passes.integer_convs import IntegerConvs
 from atrous.pipeline.passes.winograd import threshold
 from atrous.pipeline.schedules.narrow import NarrowCPUKernels
@@ -138,7 +139,9 @@ def algorithm_passes(options: OptimizeOptions) -> list:
 def tiling_passes(options: OptimizeOptions) -> list:
     """Shape the graph for the schedules' tiles and vectors (CPU targets only; exact but for Winograd)."""
     off = tvm.transform.Sequential([])
-    return [BlockChannels(winograd=winograd_choice(options), bands=options.partition_borders)
+    return [Int8ChannelsLast(),  # integer convs channels-last (QDQ graphs only; passes/int8_layout.py)
+            relax.transform.FoldConstant(),
+            BlockChannels(winograd=winograd_choice(options), bands=options.partition_borders)
             if options.blocked_layout else off,
             PadToTiles(keep_pointwise=options.pixel_conv) if options.pad_to_tiles else off,
             SeparableResize() if options.separable_resize else off]

@@ -144,9 +144,12 @@ def test_calibration_directory_of_npy_samples_and_its_errors(tmp_path, build_roo
         Calibration.parse(str(tmp_path / "missing"))
 
 
-def test_int8_is_refused_on_gpu_presets_with_the_alternative_named(build_root):
-    with pytest.raises(AtrousError, match="CPU presets only.*--precision fp16"):
+def test_int8_on_gpu_presets_and_fp16_are_refused_with_what_works_named(build_root):
+    with pytest.raises(AtrousError, match="CPU presets only.*compile it in fp32"):
         compile_model(CompileArgs(_source(), targets.get_target("jetson-orin"), build_root, precision="int8"))
+    with pytest.raises(AtrousError, match="fp16 is not implemented yet"):
+        compile_model(CompileArgs(_source(), targets.get_target("jetson-orin"), build_root, precision="fp16"))
+    assert not (build_root / "int8-mixed" / "jetson-orin-int8").exists()
 
 
 def test_reduced_precision_measures():
@@ -195,3 +198,16 @@ def test_dilation_cases_in_int8_under_qemu(board, name, build_root):
     result = verify_model(artifact, preset, criteria=SUITE)
     _checked(result)
     assert result.device == "emulator"
+
+
+def test_cli_runs_a_zoo_model_in_int8_with_its_report(tmp_path, capsys):
+    from atrous.pipeline.cli import main
+
+    argv = ["verify", "deeplabv3-mobilenet", "--preset", "tiny", "--precision", "int8", "--calibration", "4",
+            "--build-dir", str(tmp_path), "--min-argmax", "90"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "host-int8" in out and "SQNR" in out and "argmax" in out and "onnxruntime int8" in out
+    assert "int8 calibration: 4 seeded random input(s)" in out
+    assert main([*argv[:-2], "--min-sqnr", "60"]) == 1  # no int8 build is that close to fp32: the criteria bite
+    assert "MISMATCH" in capsys.readouterr().out

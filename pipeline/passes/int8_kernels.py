@@ -6,13 +6,15 @@ itself and use the identity (padding included, when the padding holds ``zx``, wh
 
     conv(xq - zx, W)[k] = conv(xq, W)[k] - zx * sum(W[k])          (the sum over all taps and input channels)
 
-* dense convs (groups 1): the input is padded with ``zx`` and packed four channels to a pixel
-  (``[N, C/4, H', W', 4]``, uint8: int8 activations are shifted by 128 into uint8, with ``zx + 128``), the weight
-  is packed at compile time to ``[K/B, C/4, R, S, B, 4]`` (``B`` output channels per block: 16, one 512-bit vector
-  of int32 sums), so that one output pixel's four input channels times a block's sixteen weights of them is one
-  ``vpdpbusd`` (u8 x s8 -> s32, four products per lane); schedules/int8_conv.py tiles and tensorizes it. The
-  output is NCHW int32 (``K`` rounded up to a whole block, cropped after);
-* depthwise convs: the input padded with ``zx``, one int32 multiply-add per tap (schedules' ConvLike);
+Activations are channels-last here (int8_layout.py), so four channels of a pixel are four neighbouring bytes:
+
+* dense convs (groups 1): the input is read as it is, or, where the conv pads, padded with ``zx`` first (int8
+  activations are shifted by 128 into uint8 there, with ``zx + 128``); the weight is packed at compile time to
+  ``[K/B, C/4, R, S, B, 4]`` (``B`` output channels per block: 16, one 512-bit vector of int32 sums), so that one
+  output pixel's four input channels times a block's sixteen weights of them is one ``vpdpbusd`` (u8 x s8 ->
+  s32, four products per lane); schedules/int8_conv.py tiles and tensorizes it. The output is NHWC int32, its
+  row rounded up to whole register tiles and ``K`` to a whole block (cropped after, in the epilogue);
+* depthwise convs: the input padded with ``zx``, one int32 multiply-add per tap, vectorised over channels;
 * the compensation ``zx * sum(W[k])`` is a constant subtracted in the epilogue, with the scale, bias and
   requantization that follow (FuseOps puts them in the conv's kernel).
 
@@ -49,56 +51,61 @@ def _as_u8(value, signed: bool):
 
 
 def dense(data, weight, strides, dilation, before, after, zero: int, columns: int):
-    """int32 sums of a blocked int8 conv (module docstring); ``zero``: the padding value, as uint8; ``columns``:
-    output columns to compute (the row rounded up to whole register tiles; the caller crops)."""
-    n, channels, height, width = (int(d) for d in data.shape)
+    """int32 sums ``[N, OH, columns, K/B*B]`` of an int8 conv over channels-last ``data`` (module docstring);
+    ``zero``: the padding value, as uint8; ``columns``: output columns to compute (the row rounded up to whole
+    register tiles; the caller crops)."""
+    n, height, width, channels = (int(d) for d in data.shape)
     kb, cb, taps_y, taps_x, block, lanes = (int(d) for d in weight.shape)
     signed = data.dtype == "int8"
     ph = height + before[0] + after[0]
     pw = max(width + before[1] + after[1], (columns - 1) * strides[1] + (taps_x - 1) * dilation[1] + 1)
+    if (ph, pw) == (height, width) and channels == cb * lanes and not signed:
+        padded = data  # read as it is: four channels of a pixel are four neighbouring bytes already
+    else:
+        def pad(nn, y, x, c):
+            yy, xx = y - before[0], x - before[1]
+            inside = tvm.tirx.all(c < channels, yy >= 0, yy < height, xx >= 0, xx < width)
+            value = _as_u8(data[nn, yy, xx, tvm.tirx.min(c, channels - 1)], signed)
+            return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(zero, "uint8"))
 
-    def pack(nn, c4, y, x, i):
-        c, yy, xx = c4 * lanes + i, y - before[0], x - before[1]
-        inside = tvm.tirx.all(c < channels, yy >= 0, yy < height, xx >= 0, xx < width)
-        value = _as_u8(data[nn, tvm.tirx.min(c, channels - 1), yy, xx], signed)
-        return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(zero, "uint8"))
-
-    packed = te.compute((n, cb, ph, pw, lanes), pack, name=PACK)
+        padded = te.compute((n, ph, pw, cb * lanes), pad, name=PACK)
     oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
     rc = te.reduce_axis((0, cb), name="rc")
     ry, rx = te.reduce_axis((0, taps_y), name="ry"), te.reduce_axis((0, taps_x), name="rx")
     ri = te.reduce_axis((0, lanes), name="ri")
 
-    def body(nn, k, y, x):
-        pixel = packed[nn, rc, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1], ri]
+    def body(nn, y, x, k):
+        pixel = padded[nn, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1], rc * lanes + ri]
         return te.sum(pixel.astype("int32") * weight[k // block, rc, ry, rx, k % block, ri].astype("int32"),
                       axis=[rc, ry, rx, ri])
 
-    return te.compute((n, kb * block, oh, columns), body, name=DENSE)
+    return te.compute((n, oh, columns, kb * block), body, name=DENSE)
 
 
 def depthwise(data, weight, strides, dilation, before, after, zero: int):
-    """int32 sums of a depthwise int8 conv over ``data`` padded with ``zero`` (its own dtype)."""
-    n, channels, height, width = (int(d) for d in data.shape)
-    taps_y, taps_x = (int(d) for d in weight.shape[2:])
+    """int32 sums of a depthwise int8 conv over channels-last ``data`` padded with ``zero`` (its own dtype);
+    ``weight``: ``[C, R, S, 1]`` (OHWI)."""
+    n, height, width, channels = (int(d) for d in data.shape)
+    taps_y, taps_x = (int(d) for d in weight.shape[1:3])
     padded = te.compute(
-        (n, channels, height + before[0] + after[0], width + before[1] + after[1]),
-        lambda nn, c, y, x: tvm.tirx.if_then_else(
+        (n, height + before[0] + after[0], width + before[1] + after[1], channels),
+        lambda nn, y, x, c: tvm.tirx.if_then_else(
             tvm.tirx.all(y >= before[0], y < height + before[0], x >= before[1], x < width + before[1]),
-            data[nn, c, y - before[0], x - before[1]], tvm.tirx.const(zero, data.dtype)), name=PACK)
+            data[nn, y - before[0], x - before[1], c], tvm.tirx.const(zero, data.dtype)), name=PACK)
     oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
     ow = _out_size(width, taps_x, strides[1], dilation[1], before[1], after[1])
     ry, rx = te.reduce_axis((0, taps_y), name="ry"), te.reduce_axis((0, taps_x), name="rx")
 
-    def body(nn, c, y, x):
-        pixel = padded[nn, c, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1]]
-        return te.sum(pixel.astype("int32") * weight[c, 0, ry, rx].astype("int32"), axis=[ry, rx])
+    def body(nn, y, x, c):
+        pixel = padded[nn, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1], c]
+        return te.sum(pixel.astype("int32") * weight[c, ry, rx, 0].astype("int32"), axis=[ry, rx])
 
-    return te.compute((n, channels, oh, ow), body, name=DEPTHWISE)
+    return te.compute((n, oh, ow, channels), body, name=DEPTHWISE)
 
 
 def pack_weight(kernel: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """``[K, C, R, S]`` int8 -> ``[K/B, C/4, R, S, B, 4]``, zeros where K or C do not fill a block."""
+    """``[K, R, S, C]`` (OHWI) int8 -> ``[K/B, C/4, R, S, B, 4]``, zeros where K or C do not fill a block."""
+    kernel = kernel.transpose(0, 3, 1, 2)
     k, c, r, s = kernel.shape
     kb, cb = -(-k // block), -(-c // LANES)
     padded = np.zeros((kb * block, cb * LANES, r, s), np.int8)
@@ -107,13 +114,14 @@ def pack_weight(kernel: np.ndarray, block: int = BLOCK) -> np.ndarray:
 
 
 def _whole_tiles(out_shape: list[int], target) -> int:
+    """``out_shape``: NHWC."""
     """The output row rounded up to whole tiles of the default register tile (schedules/int8_conv.py): the
     dot-product instruction cannot be tensorized into a tile cut short by a bounds check, so the kernel computes
     the extra columns (from padding) and the crop after it drops them."""
     from atrous.pipeline.schedules.int8_conv import default_pixels
 
     pixels = default_pixels(target, out_shape)
-    return -(-out_shape[3] // pixels) * pixels
+    return -(-out_shape[2] // pixels) * pixels
 
 
 @mutator
@@ -127,43 +135,52 @@ class _Rewriter(ModuleRewriter):
         rewritten = self._rewrite(call) if _op(call) == "relax.nn.conv2d" else None
         return rewritten if rewritten is not None else super().visit_call_(call)
 
+    def _bound(self, expr):
+        return self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+
     def _centred(self, expr):
-        """(xq, zx) when ``expr`` is ``astype(xq, int32) - zx`` over an 8-bit ``xq`` (integer_convs.py)."""
-        value = self.lookup_binding(expr) if isinstance(expr, relax.Var) else expr
+        """(xq channels-last, zx) when ``expr`` is ``astype(xq, int32) - zx`` over an 8-bit ``xq`` (integer_convs.py),
+        channels-last, or made so by a transpose of it (the graph's first conv, after int8_layout.py)."""
+        value = self._bound(expr)
+        transposed = _op(value) == "relax.permute_dims" and [int(a) for a in value.attrs.axes] == [0, 2, 3, 1]
+        if transposed:
+            value = self._bound(value.args[0])
         if _op(value) != "relax.subtract" or not isinstance(value.args[1], tvm.ir.expr.GenericConst):
             return None
-        cast = self.lookup_binding(value.args[0]) if isinstance(value.args[0], relax.Var) else value.args[0]
+        cast = self._bound(value.args[0])
         if _op(cast) != "relax.astype" or cast.args[0].ty.dtype not in ("uint8", "int8"):
             return None
-        return cast.args[0], int(value.args[1].value.numpy())
+        xq = self.visit_expr(cast.args[0])
+        if transposed:
+            xq = self.builder_.emit(relax.op.permute_dims(xq, [0, 2, 3, 1]))
+        return xq, int(value.args[1].value.numpy())
 
     def _rewrite(self, call):
         attrs = call.attrs
-        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
+        if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NHWC", "OHWI", "NHWC"):
             return None
         if attrs.out_dtype != "int32" or not isinstance(call.args[1], tvm.ir.expr.GenericConst):
+            return None
+        kernel = call.args[1].value.numpy()
+        if kernel.dtype != np.int8:
             return None
         centred = self._centred(call.args[0])
         if centred is None:
             return None
         xq, zx = centred
-        kernel = call.args[1].value.numpy()
-        if kernel.dtype != np.int8:
-            return None
-        channels, groups = int(xq.ty.shape[1]), int(attrs.groups)
+        channels, groups = int(call.args[0].ty.shape[3]), int(attrs.groups)
         pads = [int(p) for p in attrs.padding]
         spatial = ([int(s) for s in attrs.strides], [int(d) for d in attrs.dilation], pads[:2], pads[2:])
         out_channels = kernel.shape[0]
-        xq = self.visit_expr(xq)
+        out_shape = [int(d) for d in call.ty.shape.values]
         if groups == 1:
             zero = zx + 128 if xq.ty.dtype == "int8" else zx
-            out_shape = [int(d) for d in call.ty.shape.values]
             columns = _whole_tiles(out_shape, self.target)
             sums = self.builder_.call_te(dense, xq, relax.const(pack_weight(kernel), "int8"), *spatial, zero,
                                          columns, primfunc_name_hint=DENSE)
-            if -(-out_channels // BLOCK) * BLOCK != out_channels or columns != out_shape[3]:
-                sums = relax.op.strided_slice(sums, axes=[1, 3], begin=[0, 0], end=[out_channels, out_shape[3]])
-        elif groups == channels == out_channels and kernel.shape[1] == 1:
+            if -(-out_channels // BLOCK) * BLOCK != out_channels or columns != out_shape[2]:
+                sums = relax.op.strided_slice(sums, axes=[2, 3], begin=[0, 0], end=[out_shape[2], out_channels])
+        elif groups == channels == out_channels and kernel.shape[3] == 1:
             zero = zx
             sums = self.builder_.call_te(depthwise, xq, relax.const(kernel, "int8"), *spatial, zx,
                                          primfunc_name_hint=DEPTHWISE)
@@ -171,7 +188,7 @@ class _Rewriter(ModuleRewriter):
             return None
         compensation = (zero * kernel.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32)
         self.taken += 1
-        return relax.op.subtract(sums, relax.const(compensation.reshape(1, -1, 1, 1), "int32"))
+        return relax.op.subtract(sums, relax.const(compensation.reshape(1, 1, 1, -1), "int32"))
 
 
 @tvm.transform.module_pass(opt_level=0, name="Int8Kernels")

@@ -5,7 +5,7 @@ from atrous.pipeline.schedules.blocked_conv import BlockedConv
 from atrous.pipeline.schedules.blocked_window import BlockedWindow
 from atrous.pipeline.schedules.cpu import ConvLike, Elementwise
 from atrous.pipeline.schedules.gpu import DirectConv
-from atrous.pipeline.schedules.int8_conv import Int8Conv
+from atrous.pipeline.schedules.int8_conv import DepthwiseInt8, Int8Conv
 from atrous.pipeline.schedules.packed_conv import PackedConv
 from atrous.pipeline.schedules.pixel_conv import PixelConv
 from atrous.pipeline.schedules.plane_conv import PlaneConv
@@ -20,7 +20,7 @@ def cpu_rules(pixel_conv: bool = True) -> tuple:
     rows. Dense int8 convs (QDQ graphs) get their own register-tiled dot-product kernel (int8_conv.py)."""
     blocked = (BlockedConv(), BlockedWindow(), BlockedBands(), WinogradTransforms())
     pixel = [PixelConv()] if pixel_conv else []
-    return (Int8Conv(), *blocked, *pixel, PackedConv(), PlaneConv(), ConvLike(), Elementwise())
+    return (Int8Conv(), DepthwiseInt8(), *blocked, *pixel, PackedConv(), PlaneConv(), ConvLike(), Elementwise())
 
 
 def stock_gpu_rules() -> tuple:

@@ -1,16 +1,16 @@
 """CPU schedule of the dense int8 conv of passes/int8_kernels.py.
 
-The kernel reads the input packed four channels to a pixel (``[N, C/4, H', W', 4]`` uint8) and the weight as
-``[K/16, C/4, R, S, 16, 4]`` int8, so sixteen output channels' sums over four input channels of one pixel are one
+The kernel reads the channels-last uint8 input (four channels of a pixel: four neighbouring bytes) and the weight
+as ``[K/16, C/4, R, S, 16, 4]`` int8, so sixteen output channels' sums over four input channels of one pixel are one
 ``vpdpbusd`` (AVX-512 VNNI: 64 byte products into 16 int32 lanes, four times the multiply-adds of an fp32 FMA).
 The loops, as blocked_conv.py's for fp32::
 
     parallel(batch, output channel tiles, rows) . pixel tiles . input channel quads . taps
         . [pixels (unrolled) . channel blocks (unrolled) . (16 lanes x 4 bytes: one vpdpbusd)]
 
-The tile's accumulators are kept in a local buffer laid out ``[.., 16]`` (``transform_layout``), so each block's
-sixteen sums are one vector register, and the epilogue (compensation, scale, bias, requantization) is applied to
-the tile as it is written back to the NCHW output. The tile is blocked_conv.plan_dense's (the same register
+The tile's accumulators are a local buffer ``[pixels, vectors x 16]``, each block's sixteen sums one vector
+register, and the epilogue (compensation, scale, bias, requantization) is applied to the tile as it is written
+back to the NHWC output, sixteen channels of a pixel at a time. The tile is blocked_conv.plan_dense's (the same register
 budget: one int32 vector per sixteen channels as one fp32 vector); tunable like it. On CPUs without VNNI
 (AVX2, AVX-512 without VNNI, NEON) the same loops run with the 4-byte dot product as a plain loop that LLVM
 vectorises over the sixteen channels (exact; without the dot-product instruction, not faster than fp32).
@@ -24,7 +24,7 @@ from tvm import s_tir
 from tvm.script import tirx as T
 from tvm.target import codegen
 
-from atrous.pipeline.passes.int8_kernels import BLOCK, DENSE
+from atrous.pipeline.passes.int8_kernels import BLOCK, DENSE, DEPTHWISE
 from atrous.pipeline.schedules.blocked_conv import plan_dense
 from atrous.pipeline.schedules.cpu import ReductionRule, _epilogue, _extent, _vectorize_inner, choose
 from atrous.pipeline.schedules.isa import VectorISA, isa_of
@@ -81,8 +81,8 @@ def plans(target, width: int, blocks: int, tasks: int) -> list[tuple[int, int, i
 
 
 def default_pixels(target, out_shape: list[int]) -> int:
-    """Pixels of the default tile of a conv with NCHW output ``out_shape`` (int8_kernels.py rounds rows up to it)."""
-    n, channels, rows, width = out_shape
+    """Pixels of the default tile of a conv with NHWC output ``out_shape`` (int8_kernels.py rounds rows up to it)."""
+    n, rows, width, channels = out_shape
     return plans(target, width, -(-channels // BLOCK), n * rows)[0][0]
 
 
@@ -97,7 +97,7 @@ class Int8Conv(ReductionRule):
         loops = sch.get_loops(main)
         if len(loops) != 8:
             return None
-        n, k, y, x, rc, ry, rx, ri = loops
+        n, y, x, k, rc, ry, rx, ri = loops
         width, channels = _extent(sch, x), _extent(sch, k)
         if not width or not channels or channels % BLOCK:
             return None
@@ -113,17 +113,15 @@ class Int8Conv(ReductionRule):
         xo, xi = sch.split(x, [None, pixels])
         sch.reorder(n, kbo, y, xo, rc, ry, rx, xi, kbi, lanes, ri)
         outer = sch.fuse(n, kbo, y)
-        acc = sch.cache_write(main, 0, "local")
+        acc = sch.cache_write(main, 0, "local")  # the tile [pixels, vectors x 16]: each block one vector
         sch.reverse_compute_at(acc, xo)
-        # the tile's sums as [.., 16]: each block's sixteen lanes one vector (the dot product's operand)
-        sch.transform_layout(main, ("write", 0), lambda a, b, c, d: (a, b // BLOCK, c, d, b % BLOCK))
         for consumer in _epilogue(sch, acc):
             sch.reverse_compute_inline(consumer)
         write_loops = sch.get_loops(acc)[2:]
         sch.unroll(xi)
         sch.unroll(kbi)
         sch.parallel(outer)
-        for producer in sch.get_producers(main):  # the padding and packing pass
+        for producer in sch.get_producers(main):  # the zero-point padding pass, where the conv pads
             _vectorize_inner(sch, producer)
         init = sch.decompose_reduction(main, rc)
         sch.vectorize(sch.get_loops(init)[-1])
@@ -133,6 +131,52 @@ class Int8Conv(ReductionRule):
             sch.vectorize(lanes)
         _write_back(sch, acc, write_loops)
         return sch
+
+
+class DepthwiseInt8(ReductionRule):
+    """A depthwise int8 conv, channels-last: parallel over rows, a tile of ``DEPTHWISE_PIXELS`` output pixels x
+    one vector of int32 sums (16 channels, or what divides the channels) in registers, the taps unrolled; each
+    tap loads the pixels' bytes of those channels, widens them and multiplies by the tap's weights."""
+
+    def _schedule(self, sch, main, func, target):
+        if sch.get(main).name_hint != DEPTHWISE:
+            return None
+        loops = sch.get_loops(main)
+        if len(loops) != 6:
+            return None
+        n, y, x, c, ry, rx = loops
+        width, channels = _extent(sch, x), _extent(sch, c)
+        lanes = max((d for d in (16, 8, 4) if channels % d == 0), default=1)
+        if not width or lanes == 1:
+            return None
+        pixels = min(DEPTHWISE_PIXELS, width)
+        cb, vector = sch.split(c, [None, lanes])
+        xo, xi = sch.split(x, [None, pixels])
+        sch.reorder(n, y, cb, xo, ry, rx, xi, vector)
+        outer = sch.fuse(n, y, cb)
+        acc = sch.cache_write(main, 0, "local")
+        sch.reverse_compute_at(acc, xo)
+        for consumer in _epilogue(sch, acc):
+            sch.reverse_compute_inline(consumer)
+        write_loops = sch.get_loops(acc)[2:]
+        sch.unroll(ry)
+        sch.unroll(rx)
+        sch.unroll(xi)
+        sch.vectorize(vector)
+        sch.parallel(outer)
+        if width % pixels:
+            sch.annotate(xo, "pragma_loop_partition_hint", 1)
+        for producer in sch.get_producers(main):  # the zero-point padding pass
+            _vectorize_inner(sch, producer)
+        init = sch.decompose_reduction(main, ry)
+        sch.vectorize(sch.get_loops(init)[-1])
+        _write_back(sch, acc, write_loops)
+        return sch
+
+
+# output pixels per depthwise tile: a guess (8 int32 vectors of sums, the taps' loads and widenings beside them
+# fit 32 AVX-512 registers; half of AVX2's 16), not measured against other tiles
+DEPTHWISE_PIXELS = 8
 
 
 def _write_back(sch, acc, loops) -> None:
