@@ -5,9 +5,11 @@ one pixel per vector: in NCHW both are a plane apart (a packing pass before each
 write-back after it), in NHWC both are contiguous. So, as ONNX Runtime does for its int8 convs, the integer
 convs go channels-last and the ops between them follow:
 
-1. per-tensor ``quantize``/``dequantize`` become the elementwise arithmetic they stand for, exactly as TVM
-   legalizes them (``round(x / s) + z`` clamped to the 8-bit range and cast; ``(q - z) * s``), because Relax's
-   layout conversion knows elementwise ops but not these two (it put a transpose on either side of each);
+1. per-tensor ``quantize``/``dequantize`` become the elementwise arithmetic they stand for, as TVM legalizes
+   them (``round(x / s) + z`` clamped to the 8-bit range and cast; ``(q - z) * s``), because Relax's layout
+   conversion knows elementwise ops but not these two (it put a transpose on either side of each). Where
+   ``x`` is an integer conv's scaled sums, ``x / s`` is one multiply of the sums by the combined scale, as ONNX
+   Runtime requantizes (and no division in the kernel's epilogue);
 2. TVM's own ``ConvertLayout`` turns every ``conv2d`` to NHWC/OHWI and carries the layout through the ops after
    it (elementwise ops and their constants, resizes, pools, means, concatenations), transposing back only where
    an op needs NCHW (and at the graph's outputs).
@@ -46,16 +48,28 @@ class _Arithmetic(ModuleRewriter):
             if scale is not None and zero is not None:
                 data = self.visit_expr(call.args[0])
                 if name == "relax.quantize" and call.attrs.out_dtype in ("uint8", "int8"):
-                    return _quantize(data, scale, zero, call.attrs.out_dtype)
+                    return _quantize(self._requantized(data, scale), scale, zero, call.attrs.out_dtype)
                 if name == "relax.dequantize" and call.attrs.out_dtype == "float32" and data.ty.dtype in ("uint8",
                                                                                                          "int8"):
                     return _dequantize(data, scale, zero)
         return super().visit_call_(call)
 
+    def _requantized(self, data, scale):
+        """``data / scale`` where ``data`` is ``astype(sums, float32) * s`` over an integer conv's int32 sums
+        (integer_convs.py): ``astype(sums) * (s / scale)``, one multiply by the combined scale, as ONNX Runtime's
+        int8 convs requantize (its multiplier is float32 ``sx * sw / sy`` too); else ``data / scale``."""
+        value = self.lookup_binding(data) if isinstance(data, relax.Var) else None
+        if _op(value) == "relax.multiply" and isinstance(value.args[1], tvm.ir.expr.GenericConst):
+            cast = self.lookup_binding(value.args[0]) if isinstance(value.args[0], relax.Var) else None
+            if _op(cast) == "relax.astype" and cast.args[0].ty.dtype == "int32":
+                combined = (value.args[1].value.numpy().astype(np.float32) / np.float32(scale)).astype(np.float32)
+                return relax.op.multiply(value.args[0], relax.const(combined, "float32"))
+        return relax.op.divide(data, relax.const(float(scale), "float32"))
 
-def _quantize(data, scale, zero, dtype: str):
+
+def _quantize(scaled, scale, zero, dtype: str):
+    """``scaled``: the input already divided by ``scale`` (_Arithmetic._requantized)."""
     info = np.iinfo(dtype)
-    scaled = relax.op.divide(data, relax.const(float(scale), "float32"))
     shifted = relax.op.add(relax.op.round(scaled), relax.const(float(zero), "float32"))
     # max/min with constants, not clip: Relax's layout conversion carries binary ops through, not clip
     low = relax.op.maximum(shifted, relax.const(float(info.min), "float32"))

@@ -9,7 +9,9 @@ which equals ``sx * sw[k] * conv2d(xq - zx, Wq)`` with the conv over integers. T
 
     multiply(astype(conv2d(astype(xq, int32) - zx, Wq, out_dtype=int32), float32), sx * sw[k])
 
-The conv keeps its own semantics (zero padding of the zero-centred input is padding with the real value 0, as in
+A bias that ONNX Runtime's quantizer stored as int32 in the conv's scale (``dequantize(bq, sx * sw[k], 0)``)
+is added to the int32 sums before the scaling, as ONNX Runtime's int8 convs add it. The conv keeps its own
+semantics (zero padding of the zero-centred input is padding with the real value 0, as in
 the QDQ graph), so every later rewrite that reads conv attributes (dead taps, passes/dead_taps.py) applies to it
 as to a float conv; passes/int8_kernels.py then gives it an int8 kernel. The rest of the graph (bias add, the
 next QuantizeLinear, ops the quantizer left in float) stays as imported and fuses into the conv's epilogue.
@@ -55,8 +57,39 @@ class _Rewriter(ModuleRewriter):
         return expr if isinstance(expr, relax.Call) else None
 
     def visit_call_(self, call):
-        rewritten = self._rewrite(call) if _op(call) in CONV_LAYOUTS else None
+        if _op(call) in CONV_LAYOUTS:
+            rewritten = self._rewrite(call)
+        elif _op(call) == "relax.add":
+            rewritten = self._integer_bias(call)
+        else:
+            rewritten = None
         return rewritten if rewritten is not None else super().visit_call_(call)
+
+    def _integer_bias(self, call):
+        """``conv + dequantize(bq)`` where the conv is one of ours and the bias is int32 in the conv's scale (as
+        ONNX Runtime's quantizer writes it): the bias added to the int32 sums, before the one scaling, as ONNX
+        Runtime's int8 convs do."""
+        scaled = self._bound(self.visit_expr(call.args[0]))
+        if _op(scaled) != "relax.multiply" or not isinstance(scaled.args[1], tvm.ir.expr.GenericConst):
+            return None
+        cast = self._bound(scaled.args[0])
+        if _op(cast) != "relax.astype" or cast.args[0].ty.dtype != "int32":
+            return None
+        bias = self._bound(call.args[1])
+        if _op(bias) == "relax.reshape":
+            bias = self._bound(bias.args[0])
+        if _op(bias) != "relax.dequantize":
+            return None
+        bq, sb, zb = (_constant(a) for a in bias.args)
+        scale = _constant(scaled.args[1])
+        if bq is None or sb is None or zb is None or bq.dtype != np.int32 or np.any(zb != 0):
+            return None
+        out_channels = scale.size
+        if bq.size != out_channels or not np.allclose(np.broadcast_to(sb.reshape(-1), (out_channels,)),
+                                                      scale.reshape(-1), rtol=1e-6, atol=0):
+            return None
+        sums = relax.op.add(cast.args[0], relax.const(bq.reshape(scale.shape).astype(np.int32), "int32"))
+        return relax.op.multiply(relax.op.astype(sums, "float32"), scaled.args[1])
 
     def _rewrite(self, call):
         layouts = CONV_LAYOUTS[_op(call)]
