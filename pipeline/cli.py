@@ -57,6 +57,9 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                         "samples in DIR, or on N seeded random inputs (default: 8; real data calibrates better)")
     p.add_argument("--min-sqnr", type=float, default=25.0, metavar="DB",
                    help="int8 verification: least SQNR against the fp32 original (default 25 dB)")
+    p.add_argument("--max-steps", type=int, default=1, metavar="N",
+                   help="int8 verification: most quantization steps any output element may differ from ONNX Runtime "
+                        "running the same QDQ graph (default 1)")
     p.add_argument("--min-argmax", type=float, default=98.0, metavar="PCT",
                    help="int8 verification: least argmax agreement over axis 1 (classes) with the fp32 original, "
                         "in percent (default 98)")
@@ -102,7 +105,7 @@ def _criteria(args, precision: str):
 
     if precision == "fp32":
         return None
-    return Criteria(precision, min_sqnr_db=args.min_sqnr, min_argmax=args.min_argmax / 100)
+    return Criteria(precision, min_sqnr_db=args.min_sqnr, min_argmax=args.min_argmax / 100, max_steps=args.max_steps)
 
 
 def _tuning_line(meta) -> str:
@@ -128,6 +131,8 @@ def _rewrites_line(options: dict) -> str:
     on = [name for name, value in options.items() if value is True and name != "default_schedules"]
     if options.get("winograd", "off") != "off":
         on.append(f"winograd {options['winograd']}")
+    if options.get("integer_convs", "off") != "off":
+        on.append(f"integer_convs {options['integer_convs']}")
     return "rewrites: " + (", ".join(on) or "none")
 
 

@@ -56,38 +56,60 @@ def _checked(result):
     return text
 
 
-@pytest.mark.parametrize("mcpu", [None, "znver3"], ids=["native", "avx2"])
-def test_mixed_model_in_int8_matches_onnxruntime_within_a_step_and_pytorch_by_sqnr(mcpu, build_root):
+# native: AVX-512 VNNI on this machine's kind of CPU (int8 kernels by default); AVX2 (znver3): no dot-product
+# instruction, so by default the float arithmetic of the QDQ graph, and with integer_convs="on" the int8 kernels'
+# vectorised loop
+BUILDS = [(None, "auto"), ("znver3", "auto"), ("znver3", "on")]
+
+
+@pytest.mark.parametrize("mcpu, mode", BUILDS, ids=["native", "avx2", "avx2-integer"])
+def test_mixed_model_in_int8_matches_onnxruntime_within_a_step_and_pytorch_by_sqnr(mcpu, mode, build_root):
+    from atrous.pipeline.optimize import OptimizeOptions
+    from atrous.pipeline.schedules.int8_conv import has_vnni
+
     preset = targets.get_target("host", mcpu)
-    artifact = compile_model(CompileArgs(_source(), preset, build_root, precision="int8"))
+    artifact = compile_model(CompileArgs(_source(), preset, build_root / mode, precision="int8",
+                                         options=OptimizeOptions(integer_convs=mode)))
     meta = artifact.meta()
     assert meta.precision == "int8" and is_qdq(onnx.load(str(artifact.qdq)))
     assert "8 seeded random input(s)" in meta.calibration
     assert not meta.rule_failures, meta.rule_failures
     names = " ".join(meta.kernel_flops)
-    assert names.count("conv2d_int8") >= 4  # dilated, depthwise, pointwise, wide: int8 kernels, not float
+    integer = mode == "on" or has_vnni(preset.tvm_target())
+    # dilated, depthwise, pointwise, wide: int8 kernels where integer convs are taken, float ones elsewhere
+    assert (names.count("conv2d_int8") >= 4) == integer, names
     result = verify_model(artifact, preset, criteria=SUITE)
     text = _checked(result)
     assert {c.reference for c in result.checks} == {"pytorch", "onnxruntime int8"}
     assert "SQNR" in text and ("bit-exact" in text or "within 1 step" in text)
 
 
-def _scheduled_text(artifact_or_source, mcpu: str) -> str:
-    """The scheduled TensorIR of the mixed model's QDQ graph for a named CPU."""
+def _lowered(artifact, mcpu: str):
+    """The mixed model's QDQ graph lowered for a named CPU with integer convs on, before scheduling."""
     from atrous.pipeline.ingest import load_onnx, to_relax
-    from atrous.pipeline.optimize import OptimizeOptions, optimize
+    from atrous.pipeline.optimize import OptimizeOptions, lower
 
-    preset = targets.get_target("host", mcpu)
-    mod = to_relax(load_onnx(artifact_or_source.qdq), {"x": (1, 16, 19, 23)})
-    return optimize(mod, preset.tvm_target(), OptimizeOptions()).script()
+    target = targets.get_target("host", mcpu).tvm_target()
+    return target, lower(to_relax(load_onnx(artifact.qdq), {"x": (1, 16, 19, 23)}), target,
+                         OptimizeOptions(integer_convs="on"))
 
 
-def test_dense_int8_convs_are_one_vpdpbusd_per_four_channels_on_vnni_cpus(build_root):
+@pytest.mark.parametrize("mcpu", ["znver4", "znver3"])
+def test_every_int8_kernel_gets_its_own_schedule_and_vnni_cpus_one_vpdpbusd_per_four_channels(mcpu, build_root):
+    from atrous.pipeline.optimize import OptimizeOptions, apply_schedules
+    from atrous.pipeline.schedules.int8_conv import DepthwiseInt8, Int8Conv
+
     artifact = compile_model(CompileArgs(_source(), targets.get_target("host"), build_root, precision="int8"))
-    vnni = _scheduled_text(artifact, "znver4")  # Zen 4: AVX-512 VNNI
-    assert vnni.count("llvm.x86.avx512.vpdpbusd.512") >= 3  # dilated, pointwise, wide
-    avx2 = _scheduled_text(artifact, "znver3")  # Zen 3: no VNNI, the same loops vectorised by LLVM
-    assert "vpdpbusd" not in avx2 and "conv2d_int8" in avx2
+    target, mod = _lowered(artifact, mcpu)
+    kernels = {gv.name_hint: f for gv, f in mod.functions_items() if "conv2d_int8" in gv.name_hint}
+    assert len(kernels) >= 4
+    with target:
+        for name, func in kernels.items():  # the rules take them (a rule that declines leaves them slow)
+            rule = DepthwiseInt8() if "depthwise" in name else Int8Conv()
+            assert rule.apply(func, target, False) is not None, name
+    text = apply_schedules(mod, target, OptimizeOptions(integer_convs="on")).script()
+    dots = text.count("llvm.x86.avx512.vpdpbusd.512")
+    assert dots >= 3 if mcpu == "znver4" else dots == 0  # Zen 4 has AVX-512 VNNI, Zen 3 no dot product
 
 
 def test_integer_convs_off_computes_the_float_graph_within_a_step(build_root):
@@ -99,7 +121,7 @@ def test_integer_convs_off_computes_the_float_graph_within_a_step(build_root):
     host = targets.get_target("host")
     ints = compile_model(CompileArgs(_source(), host, build_root, precision="int8"))
     floats = compile_model(CompileArgs(_source("int8-mixed-float"), host, build_root, precision="int8",
-                                       options=OptimizeOptions(integer_convs=False)))
+                                       options=OptimizeOptions(integer_convs="off")))
     assert "conv2d_int8" not in " ".join(floats.meta().kernel_flops)
     inputs, _ = ints.load_golden()
     a = CompiledModel(ints).run(inputs)

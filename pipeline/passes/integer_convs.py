@@ -122,9 +122,30 @@ class _Rewriter(ModuleRewriter):
         return relax.op.multiply(relax.op.astype(conv, "float32"), relax.const(scale, "float32"))
 
 
+MODES = ("auto", "on", "off")
+
+
+def wanted(mode: str, target) -> bool:
+    """Whether ``mode`` (OptimizeOptions.integer_convs) takes integer convs for ``target``: "on" on any CPU
+    target, "auto" where the CPU has an int8 dot-product instruction (schedules/int8_conv.py), "off" never."""
+    if mode not in MODES:
+        raise ValueError(f"integer_convs={mode!r} is not one of {MODES}")
+    if mode == "off" or target is None or target.kind.name != "llvm":
+        return False
+    from atrous.pipeline.schedules.int8_conv import has_vnni
+
+    return mode == "on" or has_vnni(target)
+
+
 @tvm.transform.module_pass(opt_level=0, name="IntegerConvs")
 class IntegerConvs:
-    """Dequantize -> conv patterns of a QDQ graph as integer convs (module docstring); no-op on float graphs."""
+    """Dequantize -> conv patterns of a QDQ graph as integer convs (module docstring), on the targets ``mode``
+    takes (``wanted``); no-op on float graphs."""
+
+    def __init__(self, mode: str = "auto"):
+        self.mode = mode
 
     def transform_module(self, mod, _ctx):
+        if not wanted(self.mode, tvm.target.Target.current(allow_none=True)):
+            return mod
         return _Rewriter(mod).transform()

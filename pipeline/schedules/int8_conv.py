@@ -111,7 +111,10 @@ class Int8Conv(ReductionRule):
         kb, lanes = sch.split(k, [None, BLOCK])
         kbo, kbi = sch.split(kb, [None, vectors])
         xo, xi = sch.split(x, [None, pixels])
-        sch.reorder(n, kbo, y, xo, rc, ry, rx, xi, kbi, lanes, ri)
+        vnni = has_vnni(target)
+        # with VNNI the (16 lanes x 4 bytes) product is one instruction; without, the four bytes are four vector
+        # multiply-adds over the sixteen sums, so the lanes go innermost
+        sch.reorder(n, kbo, y, xo, rc, ry, rx, xi, kbi, *((lanes, ri) if vnni else (ri, lanes)))
         outer = sch.fuse(n, kbo, y)
         acc = sch.cache_write(main, 0, "local")  # the tile [pixels, vectors x 16]: each block one vector
         sch.reverse_compute_at(acc, xo)
@@ -123,12 +126,13 @@ class Int8Conv(ReductionRule):
         sch.parallel(outer)
         for producer in sch.get_producers(main):  # the zero-point padding pass, where the conv pads
             _vectorize_inner(sch, producer)
-        init = sch.decompose_reduction(main, rc)
-        sch.vectorize(sch.get_loops(init)[-1])
-        if has_vnni(target):
-            sch.tensorize(lanes, DOT_16x4_VNNI)
-        else:
+        if not vnni:  # loop kinds on the whole reduction block, before its init is split off (as blocked_conv.py)
+            sch.unroll(ri)
             sch.vectorize(lanes)
+        init = sch.decompose_reduction(main, rc)
+        if vnni:
+            sch.vectorize(sch.get_loops(init)[-1])
+            sch.tensorize(lanes, DOT_16x4_VNNI)
         _write_back(sch, acc, write_loops)
         return sch
 
