@@ -17,7 +17,7 @@ as to a float conv; passes/int8_kernels.py then gives it an int8 kernel. The res
 next QuantizeLinear, ops the quantizer left in float) stays as imported and fuses into the conv's epilogue.
 
 Exact: integer products and sums (int32 holds any sum of up to 2^16 products of 8-bit values), one float
-rounding at the scale, where ONNX Runtime's int8 kernels round too. Taken: conv2d/conv1d in NC../OI.. layouts
+rounding at the scale, where ONNX Runtime's int8 kernels round too. Taken: conv2d in NCHW/OIHW layouts
 whose input is a per-tensor dequantize of an 8-bit tensor and whose weight is a dequantize of a constant int8
 tensor with zero zero-points (per channel or per tensor); anything else stays as imported (float arithmetic on
 dequantized values: correct, not faster).
@@ -33,6 +33,8 @@ from tvm.relax.expr_functor import mutator
 from atrous.pipeline.passes.mutate import CONV_LAYOUTS, ModuleRewriter, conv_op
 
 EIGHT_BIT = ("uint8", "int8")
+# 2-D convs only: 1-D ones (WaveNet) would reach TVM's generic integer conv1d, slower than the fp32 kernels
+TAKEN = ("relax.nn.conv2d",)
 
 
 def _op(expr) -> str | None:
@@ -57,7 +59,7 @@ class _Rewriter(ModuleRewriter):
         return expr if isinstance(expr, relax.Call) else None
 
     def visit_call_(self, call):
-        if _op(call) in CONV_LAYOUTS:
+        if _op(call) in TAKEN:
             rewritten = self._rewrite(call)
         elif _op(call) == "relax.add":
             rewritten = self._integer_bias(call)
