@@ -174,7 +174,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
     source, preset = args.source, args.target
     check_precision(args.precision, preset)
     final = art.artifact_dir(source.name, preset.name, args.build_root, args.precision)
-    options = replace(args.options, database=tuning_database(args))
+    options = replace(args.options, database=tuning_database(args), precision=args.precision)
     with art.staged(final) as staging:
         exported = write_onnx(source, staging.path / "model.onnx", args.exporter)
         onnx_path = exported.path

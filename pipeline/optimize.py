@@ -13,6 +13,7 @@ from atrous.pipeline.tuning.algorithm_table import Table
 from atrous.pipeline.tuning.database import read_database
 from atrous.pipeline.passes import (BlockChannels, DropDeadTaps, FrontendOps, Legalize, MergeSummedConvs, PadToTiles,
                                     PartitionBorders, SeparableResize, TransposedConvPhases, Winograd)
+from atrous.pipeline.passes.half_precision import HalfPrecision
 from atrous.pipeline.passes.int8_kernels import Int8Kernels
 from atrous.pipeline.passes.int8_layout import Int8ChannelsLast
 from atrous.pipeline.passes.integer_convs import IntegerConvs
@@ -54,6 +55,9 @@ class OptimizeOptions:
     the graph spells, in the fp32 kernels (int8 kernels without the instruction ran 5.7x slower than fp32 on
     DeepLabV3-MobileNet's AVX2 build); "on": integer convs on any CPU target (exact; the vectorised loop
     without the instruction); "off": never.
+    ``precision``: "fp16": on GPU targets, convs and matmuls computed in float16, float32 at the model's inputs
+    and outputs (passes/half_precision.py); "fp32" and "int8" (a QDQ graph, lowered by ``integer_convs``) leave
+    the float arithmetic as the graph spells it.
     """
 
     database: Path | None = None
@@ -70,6 +74,7 @@ class OptimizeOptions:
     blocked_layout: bool = True
     default_schedules: bool = True
     integer_convs: str = "auto"
+    precision: str = "fp32"
 
     def key(self) -> dict:
         """What the artifact fingerprint depends on (the database enters by content, not path)."""
@@ -79,7 +84,8 @@ class OptimizeOptions:
                 "winograd_min_channels": self.winograd_min_channels, "fast_math": self.fast_math,
                 "separable_resize": self.separable_resize, "merge_summed_convs": self.merge_summed_convs,
                 "pixel_conv": self.pixel_conv, "blocked_layout": self.blocked_layout,
-                "default_schedules": self.default_schedules, "integer_convs": self.integer_convs}
+                "default_schedules": self.default_schedules, "integer_convs": self.integer_convs,
+                "precision": self.precision}
 
 
 # Every rewrite that can be switched off, as (off, on) values: the dilation suite runs with each one alone on.
@@ -202,6 +208,8 @@ def graph_passes(options: OptimizeOptions) -> list:
         + algorithm_passes(options)
         # Phase: convs padded to whole register tiles (CPU), cropped back after the conv
         + tiling_passes(options)
+        # Phase: fp16 builds (GPU): convs and matmuls in float16, after the rewrites, which read fp32 graphs
+        + [HalfPrecision() if options.precision == "fp16" else tvm.transform.Sequential([])]
         # Phase: lowering to fused TensorIR functions
         + lowering_passes(options)
     )

@@ -233,3 +233,33 @@ def test_cli_runs_a_zoo_model_in_int8_with_its_report(tmp_path, capsys):
     assert "int8 calibration: 4 seeded random input(s)" in out
     assert main([*argv[:-2], "--min-sqnr", "60"]) == 1  # no int8 build is that close to fp32: the criteria bite
     assert "MISMATCH" in capsys.readouterr().out
+
+
+def test_pytorch_model_quantized_with_pt2e_compiles_as_int8(build_root):
+    """torchao's PT2E flow (prepare_pt2e, calibrate, convert_pt2e) gives a module whose quantize/dequantize ops
+    the dynamo exporter writes as a QDQ graph: compiled as int8 and compared in steps with the quantized module
+    itself (signed int8 activations: the kernels' shift into uint8)."""
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+    from torchao.testing.pt2e._xnnpack_quantizer import XNNPACKQuantizer, get_symmetric_quantization_config
+
+    x = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 16, 19, 23)).astype("float32"))
+
+    def quantized():
+        module = torch.export.export(_mixed(), (x,)).module()
+        quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+        prepared = prepare_pt2e(module, quantizer)
+        for seed in range(4):
+            prepared(torch.randn(1, 16, 19, 23, generator=torch.Generator().manual_seed(seed)))
+        return convert_pt2e(prepared)
+
+    host = targets.get_target("host")
+    artifact = compile_model(CompileArgs(source.from_torch("int8-pt2e", quantized, {"x": x.numpy()}), host,
+                                         build_root))
+    meta = artifact.meta()
+    assert meta.precision == "int8" and meta.reference == "pytorch"
+    from atrous.pipeline.schedules.int8_conv import has_vnni
+
+    assert ("conv2d_int8" in " ".join(meta.kernel_flops)) == has_vnni(host.tvm_target())
+    result = verify_model(artifact, host, criteria=SUITE)
+    _checked(result)
+    assert all(c.steps for c in result.checks if c.reference == "pytorch")
