@@ -10,10 +10,13 @@ The loops, as blocked_conv.py's for fp32::
 
 The tile's accumulators are a local buffer ``[pixels, vectors x 16]``, each block's sixteen sums one vector
 register, and the epilogue (compensation, scale, bias, requantization) is applied to the tile as it is written
-back to the NHWC output, sixteen channels of a pixel at a time. The tile is blocked_conv.plan_dense's (the same register
-budget: one int32 vector per sixteen channels as one fp32 vector); tunable like it. On CPUs without VNNI
-(AVX2, AVX-512 without VNNI, NEON) the same loops run with the 4-byte dot product as a plain loop that LLVM
-vectorises over the sixteen channels (exact; without the dot-product instruction, not faster than fp32).
+back to the NHWC output, sixteen channels of a pixel at a time. The tile is blocked_conv.plan_dense's (the same
+register budget: one int32 vector per sixteen channels as one fp32 vector); tunable like it. Without VNNI (AVX2,
+AVX-512 without VNNI, NEON) the same loops run with the four bytes as four vector multiply-adds over the sixteen
+sums (exact, and 5.7x slower than fp32 on DeepLabV3-MobileNet's AVX2 build: integer_convs "auto" takes the
+integer convs only where VNNI is, passes/integer_convs.py).
+
+Depthwise int8 convs (``DepthwiseInt8``) are tiled over pixels x one vector of channels.
 """
 
 from __future__ import annotations
@@ -138,9 +141,12 @@ class Int8Conv(ReductionRule):
 
 
 class DepthwiseInt8(ReductionRule):
-    """A depthwise int8 conv, channels-last: parallel over rows, a tile of ``DEPTHWISE_PIXELS`` output pixels x
-    one vector of int32 sums (16 channels, or what divides the channels) in registers, the taps unrolled; each
-    tap loads the pixels' bytes of those channels, widens them and multiplies by the tap's weights."""
+    """A depthwise int8 conv, channels-last: parallel over rows, a tile of output pixels (``DEPTHWISE_PIXELS``,
+    the first the default, the others the tuner's choices) x one vector of int32 sums (16 channels, or what
+    divides the channels) in registers, the taps unrolled; each tap loads the pixels' bytes of those channels,
+    widens them and multiplies by the tap's weights."""
+
+    TUNABLE = True
 
     def _schedule(self, sch, main, func, target):
         if sch.get(main).name_hint != DEPTHWISE:
@@ -153,7 +159,8 @@ class DepthwiseInt8(ReductionRule):
         lanes = max((d for d in (16, 8, 4) if channels % d == 0), default=1)
         if not width or lanes == 1:
             return None
-        pixels = min(DEPTHWISE_PIXELS, width)
+        options = [min(p, width) for p in DEPTHWISE_PIXELS]
+        pixels = choose(sch, list(dict.fromkeys(options)), self.tunable)
         cb, vector = sch.split(c, [None, lanes])
         xo, xi = sch.split(x, [None, pixels])
         sch.reorder(n, y, cb, xo, ry, rx, xi, vector)
@@ -178,9 +185,10 @@ class DepthwiseInt8(ReductionRule):
         return sch
 
 
-# output pixels per depthwise tile: a guess (8 int32 vectors of sums, the taps' loads and widenings beside them
-# fit 32 AVX-512 registers; half of AVX2's 16), not measured against other tiles
-DEPTHWISE_PIXELS = 8
+# output pixels per depthwise tile, the default first: a guess (8 int32 vectors of sums, the taps' loads and
+# widenings beside them fit 32 AVX-512 registers); 4 and 16 measured level with it on DeepLabV3-MobileNet within
+# this machine's noise (+-25%), so the tuner decides
+DEPTHWISE_PIXELS = (8, 4, 16)
 
 
 def _write_back(sch, acc, loops) -> None:
