@@ -65,7 +65,7 @@ BUILDS = [(None, "auto"), ("znver3", "auto"), ("znver3", "on")]
 @pytest.mark.parametrize("mcpu, mode", BUILDS, ids=["native", "avx2", "avx2-integer"])
 def test_mixed_model_in_int8_matches_onnxruntime_within_a_step_and_pytorch_by_sqnr(mcpu, mode, build_root):
     from atrous.pipeline.optimize import OptimizeOptions
-    from atrous.pipeline.schedules.int8_conv import has_vnni
+    from atrous.pipeline.schedules.int8_tiles import has_vnni
 
     preset = targets.get_target("host", mcpu)
     artifact = compile_model(CompileArgs(_source(), preset, build_root / mode, precision="int8",
@@ -257,7 +257,7 @@ def test_pytorch_model_quantized_with_pt2e_compiles_as_int8(build_root):
                                          build_root))
     meta = artifact.meta()
     assert meta.precision == "int8" and meta.reference == "pytorch"
-    from atrous.pipeline.schedules.int8_conv import has_vnni
+    from atrous.pipeline.schedules.int8_tiles import has_vnni
 
     assert ("conv2d_int8" in " ".join(meta.kernel_flops)) == has_vnni(host.tvm_target())
     result = verify_model(artifact, host, criteria=SUITE)

@@ -29,9 +29,8 @@ from tvm import relax, te
 from tvm.relax.expr_functor import mutator
 
 from atrous.pipeline.passes.mutate import ModuleRewriter
+from atrous.pipeline.schedules.int8_tiles import BLOCK, LANES, default_pixels
 
-BLOCK = 16  # output channels per block: int32 lanes of one 512-bit vector (the VNNI dot product's width)
-LANES = 4  # input channels per dot product (four bytes of one int32 lane)
 DENSE, DEPTHWISE, PACK = "conv2d_int8", "depthwise_conv2d_int8", "pad_int8"
 
 
@@ -118,8 +117,6 @@ def _whole_tiles(out_shape: list[int], target) -> int:
     """The output row rounded up to whole tiles of the default register tile (schedules/int8_conv.py): the
     dot-product instruction cannot be tensorized into a tile cut short by a bounds check, so the kernel computes
     the extra columns (from padding) and the crop after it drops them."""
-    from atrous.pipeline.schedules.int8_conv import default_pixels
-
     pixels = default_pixels(target, out_shape)
     return -(-out_shape[2] // pixels) * pixels
 

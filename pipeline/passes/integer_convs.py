@@ -134,7 +134,7 @@ def wanted(mode: str, target) -> bool:
         raise ValueError(f"integer_convs={mode!r} is not one of {MODES}")
     if mode == "off" or target is None or target.kind.name != "llvm":
         return False
-    from atrous.pipeline.schedules.int8_conv import has_vnni
+    from atrous.pipeline.schedules.int8_tiles import has_vnni
 
     return mode == "on" or has_vnni(target)
 

@@ -25,12 +25,10 @@ import math
 
 from tvm import s_tir
 from tvm.script import tirx as T
-from tvm.target import codegen
 
-from atrous.pipeline.passes.int8_kernels import BLOCK, DENSE, DEPTHWISE
-from atrous.pipeline.schedules.blocked_conv import plan_dense
+from atrous.pipeline.passes.int8_kernels import DENSE, DEPTHWISE
 from atrous.pipeline.schedules.cpu import ReductionRule, _epilogue, _extent, _vectorize_inner, choose
-from atrous.pipeline.schedules.isa import VectorISA, isa_of
+from atrous.pipeline.schedules.int8_tiles import BLOCK, has_vnni, plans
 
 
 @T.prim_func(s_tir=True)
@@ -63,30 +61,6 @@ def _dot_16x4_vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16,
 # the sums live in a local (register) buffer, which TVM's own x86 intrinsic (global scope) does not match
 DOT_16x4_VNNI = "atrous_dot_16x4_u8s8s32_vnni"
 s_tir.TensorIntrin.register(DOT_16x4_VNNI, _dot_16x4, _dot_16x4_vnni, override=True)
-
-
-def has_vnni(target) -> bool:
-    """Whether the CPU has AVX-512 VNNI (``vpdpbusd`` on 512-bit vectors)."""
-    return target.kind.name == "llvm" and bool(codegen.llvm_cpu_has_features("avx512vnni", target))
-
-
-def int32_isa(target) -> VectorISA:
-    """The register budget of a tile in units of one int32 vector of BLOCK lanes."""
-    isa = isa_of(target)
-    per_block = max(1, BLOCK // isa.lanes)  # registers one block of sixteen int32 sums takes
-    return VectorISA(isa.name, BLOCK, isa.registers // per_block, isa.fmas_in_flight, isa.reserved // per_block)
-
-
-def plans(target, width: int, blocks: int, tasks: int) -> list[tuple[int, int, int]]:
-    """blocked_conv.plan_dense's tiles for ``blocks`` blocks of sixteen int32 sums, rows of ``width``."""
-    cores = int(target.attrs.get("num-cores", 1))
-    return plan_dense(int32_isa(target), width, blocks, tasks, cores)
-
-
-def default_pixels(target, out_shape: list[int]) -> int:
-    """Pixels of the default tile of a conv with NHWC output ``out_shape`` (int8_kernels.py rounds rows up to it)."""
-    n, rows, width, channels = out_shape
-    return plans(target, width, -(-channels // BLOCK), n * rows)[0][0]
 
 
 class Int8Conv(ReductionRule):
