@@ -12,7 +12,8 @@ does not have. So a build for a CUDA target:
    returns "no device". Nothing at compile time calls them: they only let the library load.
 2. installs ``compiling_for(sm)`` as the compile callback: NVRTC from the pinned ``nvidia-cuda-nvrtc-cu12``
    wheel compiles for exactly the preset's ``sm_XX`` (NVRTC 12.9 targets sm_50 .. sm_121, all presets included;
-   the system ``nvcc`` 13 dropped sm_72, Jetson Xavier), headers from the pinned CCCL wheel. No CUDA toolkit.
+   the system ``nvcc`` 13 dropped sm_72, Jetson Xavier), headers from the pinned CCCL wheel and, for fp16 builds,
+   ``cuda_fp16.h`` (which NVRTC does not build in), the CUDA 12.9 runtime wheel's. No CUDA toolkit.
 
 Each build keeps what it compiled (``DeviceCode.save``):
 
@@ -37,7 +38,7 @@ from atrous.pipeline.global_hook import registered
 
 CALLBACK = "tvm_callback_cuda_compile"
 PIP_PACKAGES = ("cuda-bindings==12.9.10 nvidia-cuda-nvrtc-cu12==12.9.86 nvidia-cuda-cccl-cu12==12.9.27 "
-                "nvidia-cuda-runtime==13.0.96")
+                "nvidia-cuda-runtime-cu12==12.9.79 nvidia-cuda-runtime==13.0.96")
 EM_CUDA = 190  # ELF machine number of NVIDIA cubins
 STUB_SOURCE = Path(__file__).resolve().parent / "cuda_driver_stub.c"
 
@@ -86,11 +87,17 @@ def require_arch(sm: str, preset_name: str) -> None:
 
 
 def _include_dirs() -> list[str]:
+    """CCCL's headers, and the CUDA 12.9 runtime headers of the same release as NVRTC (``cuda_fp16.h``: fp16
+    kernels; the CUDA 13 runtime wheel's headers are a newer release than this compiler)."""
     try:
         import nvidia.cuda_cccl as cccl
     except ImportError as err:
         raise _missing("the CCCL headers (nvidia-cuda-cccl-cu12)") from err
-    return [str(Path(cccl.__file__).resolve().parent / "include")]
+    try:
+        import nvidia.cuda_runtime as runtime
+    except ImportError as err:
+        raise _missing("the CUDA 12.9 headers (nvidia-cuda-runtime-cu12)") from err
+    return [str(Path(cccl.__file__).resolve().parent / "include"), str(Path(runtime.__path__[0]) / "include")]
 
 
 def compile_source(code: str, sm: str, fmt: str = "cubin") -> bytes:
