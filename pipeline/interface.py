@@ -23,6 +23,7 @@ from atrous.pipeline.errors import AtrousError, CompilerBugError, VerificationEr
 from atrous.pipeline.export import write_onnx
 from atrous.pipeline.flops import kernel_flops
 from atrous.pipeline.ingest import load_onnx, to_relax
+from atrous.pipeline.passes.half_precision import fp16_problem
 from atrous.pipeline.optimize import OptimizeOptions, apply_schedules, lower
 from atrous.pipeline.reference import onnxruntime_outputs, pytorch_outputs
 from atrous.pipeline.schedules.guard import collect_failures
@@ -43,7 +44,8 @@ class CompileArgs:
     options: OptimizeOptions = OptimizeOptions()
     tuned: bool = True  # apply the device's tuning database (options.database, else the preset's own) if any
     exporter: str = "dynamo"  # PyTorch sources: torch.onnx's dynamo exporter, else "torchscript" (export.py)
-    precision: str = "fp32"  # "int8": quantized by ONNX Runtime's quantizer (quantize.py); "fp16": refused (planned)
+    precision: str = "fp32"  # "int8": quantized by ONNX Runtime's quantizer (quantize.py); "fp16": GPU presets
+    # only, convs in float16 (passes/half_precision.py)
     calibration: Calibration = Calibration()  # int8: the activations' calibration samples
 
 
@@ -236,9 +238,8 @@ def check_precision(precision: str, preset) -> None:
     if precision == "int8" and kind != "llvm":
         raise AtrousError(f"--precision int8 has kernels for CPU presets only; '{preset.name}' is a {kind} target: "
                           "compile it in fp32 (drop --precision)")
-    if precision == "fp16":
-        raise AtrousError("--precision fp16 is not implemented yet (planned for the CUDA and Vulkan presets); "
-                          "compile in fp32, or int8 on a CPU preset")
+    if precision == "fp16" and (problem := fp16_problem(preset)):
+        raise AtrousError(f"--precision fp16: {problem}")
 
 
 def device_line(target_json: dict) -> str:

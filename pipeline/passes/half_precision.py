@@ -11,8 +11,9 @@ The function's parameters and results keep their float32 type (the pass casts at
 the golden data and the verification of an fp16 build are those of an fp32 one. Weights are constants: the
 FoldConstant after the pass stores them as float16.
 
-Only GPU targets take it: the CPU presets have no fast float16 arithmetic (their reduced precision is int8), and
-``check_precision`` (interface.py) refuses fp16 there before compiling.
+Only GPU targets take it, where the device has float16 arithmetic (``fp16_problem``: CUDA sm_53+, Vulkan
+``shaderFloat16`` and ``storageBuffer16BitAccess``); the CPU presets' reduced precision is int8.
+``check_precision`` (interface.py) refuses the others before compiling.
 """
 
 from __future__ import annotations
@@ -21,6 +22,25 @@ import tvm
 from tvm import relax
 
 ACCUMULATOR = "float16"
+
+FP16_MIN_SM = 53  # CUDA: float16 arithmetic instructions from compute capability 5.3
+
+
+def fp16_problem(preset) -> str | None:
+    """Why ``preset`` cannot run fp16 kernels (this pass), or None if it can."""
+    target = preset.target_dict()
+    if target["kind"] == "cuda":
+        sm = target["arch"]
+        return None if int(sm.removeprefix("sm_")) >= FP16_MIN_SM else (
+            f"'{preset.name}' is {sm}; float16 arithmetic needs sm_{FP16_MIN_SM} or newer: compile it in fp32")
+    if target["kind"] == "vulkan":
+        missing = [feature for feature, attr in (("shaderFloat16", "supports_float16"),
+                                                 ("storageBuffer16BitAccess", "supports_16bit_buffer"))
+                   if not target.get(attr)]
+        return None if not missing else (f"the Vulkan target '{preset.name}' does not declare "
+                                         f"{' and '.join(missing)}, which float16 kernels need: compile it in fp32")
+    return (f"'{preset.name}' is a CPU target; fp16 has kernels for GPU presets (CUDA, Vulkan) only, and the CPU "
+            "presets' reduced precision is int8: use --precision int8, or fp32")
 
 
 @tvm.transform.module_pass(opt_level=0, name="atrous.HalfPrecision")
