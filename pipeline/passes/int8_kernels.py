@@ -29,7 +29,7 @@ from tvm import relax, te
 from tvm.relax.expr_functor import mutator
 
 from atrous.pipeline.passes.mutate import ModuleRewriter
-from atrous.pipeline.schedules.int8_tiles import BLOCK, LANES, default_pixels
+from atrous.pipeline.schedules.int8_tiles import LANES, Dot, default_pixels, dot_of
 
 DENSE, DEPTHWISE, PACK = "conv2d_int8", "depthwise_conv2d_int8", "pad_int8"
 
@@ -51,14 +51,17 @@ def _as_u8(value, signed: bool):
 
 def dense(data, weight, strides, dilation, before, after, zero: int, columns: int):
     """int32 sums ``[N, OH, columns, K/B*B]`` of an int8 conv over channels-last ``data`` (module docstring);
+    ``weight`` packed by ``pack_weight`` (``[K/B, C/4, R, S, B, 4]``, or ``[.., 2, B, 2]`` for pmaddwd's pairs);
     ``zero``: the padding value, as uint8; ``columns``: output columns to compute (the row rounded up to whole
     register tiles; the caller crops)."""
     n, height, width, channels = (int(d) for d in data.shape)
-    kb, cb, taps_y, taps_x, block, lanes = (int(d) for d in weight.shape)
+    pairs = len(weight.shape) == 7
+    kb, cb, taps_y, taps_x = (int(d) for d in weight.shape[:4])
+    block = int(weight.shape[5] if pairs else weight.shape[4])
     signed = data.dtype == "int8"
     ph = height + before[0] + after[0]
     pw = max(width + before[1] + after[1], (columns - 1) * strides[1] + (taps_x - 1) * dilation[1] + 1)
-    if (ph, pw) == (height, width) and channels == cb * lanes and not signed:
+    if (ph, pw) == (height, width) and channels == cb * LANES and not signed:
         padded = data  # read as it is: four channels of a pixel are four neighbouring bytes already
     else:
         def pad(nn, y, x, c):
@@ -67,16 +70,20 @@ def dense(data, weight, strides, dilation, before, after, zero: int, columns: in
             value = _as_u8(data[nn, yy, xx, tvm.tirx.min(c, channels - 1)], signed)
             return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(zero, "uint8"))
 
-        padded = te.compute((n, ph, pw, cb * lanes), pad, name=PACK)
+        padded = te.compute((n, ph, pw, cb * LANES), pad, name=PACK)
     oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
     rc = te.reduce_axis((0, cb), name="rc")
     ry, rx = te.reduce_axis((0, taps_y), name="ry"), te.reduce_axis((0, taps_x), name="rx")
-    ri = te.reduce_axis((0, lanes), name="ri")
+    # the four channels of a step: one axis, or two (a pair, a channel of it) for pmaddwd's weight pairs
+    quad = [te.reduce_axis((0, 2), name="rp"), te.reduce_axis((0, 2), name="rq")] if pairs else \
+        [te.reduce_axis((0, LANES), name="ri")]
 
     def body(nn, y, x, k):
-        pixel = padded[nn, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1], rc * lanes + ri]
-        return te.sum(pixel.astype("int32") * weight[k // block, rc, ry, rx, k % block, ri].astype("int32"),
-                      axis=[rc, ry, rx, ri])
+        c = rc * LANES + (quad[0] * 2 + quad[1] if pairs else quad[0])
+        pixel = padded[nn, y * strides[0] + ry * dilation[0], x * strides[1] + rx * dilation[1], c]
+        w = (weight[k // block, rc, ry, rx, quad[0], k % block, quad[1]] if pairs
+             else weight[k // block, rc, ry, rx, k % block, quad[0]])
+        return te.sum(pixel.astype("int32") * w.astype("int32"), axis=[rc, ry, rx, *quad])
 
     return te.compute((n, oh, columns, kb * block), body, name=DENSE)
 
@@ -102,13 +109,18 @@ def depthwise(data, weight, strides, dilation, before, after, zero: int):
     return te.compute((n, oh, ow, channels), body, name=DEPTHWISE)
 
 
-def pack_weight(kernel: np.ndarray, block: int = BLOCK) -> np.ndarray:
-    """``[K, R, S, C]`` (OHWI) int8 -> ``[K/B, C/4, R, S, B, 4]``, zeros where K or C do not fill a block."""
+def pack_weight(kernel: np.ndarray, dot: Dot) -> np.ndarray:
+    """``[K, R, S, C]`` (OHWI) int8 -> ``[K/B, C/4, R, S, B, 4]`` (``dot.pairs``: ``[K/B, C/4, R, S, 2, B, 2]``,
+    a step's channels as two pairs) in ``dot.weight_dtype``, zeros where K or C do not fill a block."""
     kernel = kernel.transpose(0, 3, 1, 2)
     k, c, r, s = kernel.shape
+    block = dot.block
     kb, cb = -(-k // block), -(-c // LANES)
     padded = np.zeros((kb * block, cb * LANES, r, s), np.int8)
     padded[:k, :c] = kernel
+    if dot.pairs:
+        pairs = padded.reshape(kb, block, cb, 2, 2, r, s).transpose(0, 2, 5, 6, 3, 1, 4)
+        return np.ascontiguousarray(pairs).astype(dot.weight_dtype)
     return np.ascontiguousarray(padded.reshape(kb, block, cb, LANES, r, s).transpose(0, 2, 4, 5, 1, 3))
 
 
@@ -173,9 +185,10 @@ class _Rewriter(ModuleRewriter):
         if groups == 1:
             zero = zx + 128 if xq.ty.dtype == "int8" else zx
             columns = _whole_tiles(out_shape, self.target)
-            sums = self.builder_.call_te(dense, xq, relax.const(pack_weight(kernel), "int8"), *spatial, zero,
-                                         columns, primfunc_name_hint=DENSE)
-            if -(-out_channels // BLOCK) * BLOCK != out_channels or columns != out_shape[2]:
+            dot = dot_of(self.target)
+            sums = self.builder_.call_te(dense, xq, relax.const(pack_weight(kernel, dot), dot.weight_dtype),
+                                         *spatial, zero, columns, primfunc_name_hint=DENSE)
+            if -(-out_channels // dot.block) * dot.block != out_channels or columns != out_shape[2]:
                 sums = relax.op.strided_slice(sums, axes=[2, 3], begin=[0, 0], end=[out_shape[2], out_channels])
         elif groups == channels == out_channels and kernel.shape[3] == 1:
             zero = zx

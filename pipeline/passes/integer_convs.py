@@ -129,14 +129,15 @@ MODES = ("auto", "on", "off")
 
 def wanted(mode: str, target) -> bool:
     """Whether ``mode`` (OptimizeOptions.integer_convs) takes integer convs for ``target``: "on" on any CPU
-    target, "auto" where the CPU has an int8 dot-product instruction (schedules/int8_conv.py), "off" never."""
+    target, "auto" where the CPU has a dot product for them (schedules/int8_tiles.py: VNNI, or pmaddwd on AVX2
+    and AVX-512), "off" never."""
     if mode not in MODES:
         raise ValueError(f"integer_convs={mode!r} is not one of {MODES}")
     if mode == "off" or target is None or target.kind.name != "llvm":
         return False
-    from atrous.pipeline.schedules.int8_tiles import has_vnni
+    from atrous.pipeline.schedules.int8_tiles import dot_of
 
-    return mode == "on" or has_vnni(target)
+    return mode == "on" or dot_of(target).name != "loop"
 
 
 @tvm.transform.module_pass(opt_level=0, name="IntegerConvs")

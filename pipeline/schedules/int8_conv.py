@@ -28,7 +28,7 @@ from tvm.script import tirx as T
 
 from atrous.pipeline.passes.int8_kernels import DENSE, DEPTHWISE
 from atrous.pipeline.schedules.cpu import ReductionRule, _epilogue, _extent, _vectorize_inner, choose
-from atrous.pipeline.schedules.int8_tiles import BLOCK, has_vnni, plans
+from atrous.pipeline.schedules.int8_tiles import dot_of, plans
 
 
 @T.prim_func(s_tir=True)
@@ -62,6 +62,48 @@ def _dot_16x4_vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16,
 DOT_16x4_VNNI = "atrous_dot_16x4_u8s8s32_vnni"
 s_tir.TensorIntrin.register(DOT_16x4_VNNI, _dot_16x4, _dot_16x4_vnni, override=True)
 
+PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}  # int32 lanes -> instruction
+
+
+def _pmaddwd_intrinsic(lanes: int) -> str:
+    """Register (once) the pmaddwd step for ``lanes`` int32 sums: the four input bytes as two pairs widened to
+    int16, each broadcast and multiplied by its pair of weight channels, ``vpmaddwd`` summing each lane's two
+    products into int32 (exact for u8 x s8: no saturation)."""
+    name = f"atrous_dot_{lanes}x4_u8s16s32_pmaddwd"
+    wide, half = f"int16x{2 * lanes}", f"int32x{lanes}"
+    instruction = PMADDWD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((2, lanes, 2), "int16", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:2, 0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            for i, p, q in T.grid(lanes, 2, 2):
+                with T.sblock("update"):
+                    vi, vp, vq = T.axis.remap("SRR", [i, p, q])
+                    c[vi] = c[vi] + T.Cast("int32", a[vp * 2 + vq]) * T.Cast("int32", b[vp, vi, vq])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((2, lanes, 2), "int16", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:2, 0:lanes, 0:2])
+            T.writes(c[0:lanes])
+            low = T.reinterpret(T.Cast("int16x2", a.vload([0], "uint8x2")), dtype="int32")
+            high = T.reinterpret(T.Cast("int16x2", a.vload([2], "uint8x2")), dtype="int32")
+            c[T.ramp(T.int32(0), 1, lanes)] = (
+                c.vload([0], dtype=half)
+                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(instruction),
+                                          T.reinterpret(T.broadcast(low, lanes), dtype=wide),
+                                          b.vload([0, 0, 0], dtype=wide), dtype=half)
+                + T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(instruction),
+                                          T.reinterpret(T.broadcast(high, lanes), dtype=wide),
+                                          b.vload([1, 0, 0], dtype=wide), dtype=half))
+
+    s_tir.TensorIntrin.register(name, desc, impl, override=True)
+    return name
+
 
 class Int8Conv(ReductionRule):
     """Register-tiled, VNNI-tensorized schedule of a dense int8 conv (module docstring); tunable: the tile."""
@@ -72,28 +114,31 @@ class Int8Conv(ReductionRule):
         if sch.get(main).name_hint != DENSE:
             return None
         loops = sch.get_loops(main)
-        if len(loops) != 8:
+        dot = dot_of(target)
+        pairs = len(loops) == 9  # the step's four channels as (pair, channel of it): pmaddwd's weights
+        if len(loops) != (9 if dot.pairs else 8) or pairs != dot.pairs:
             return None
-        n, y, x, k, rc, ry, rx, ri = loops
+        n, y, x, k, rc, ry, rx, *quad = loops
         width, channels = _extent(sch, x), _extent(sch, k)
-        if not width or not channels or channels % BLOCK:
+        if not width or not channels or channels % dot.block:
             return None
         # tiles that divide the row only: a bounds check in the tile would stop the tensorization (int8_kernels.py
         # rounds the row up to the default tile)
-        options = [p for p in plans(target, width, channels // BLOCK, _extent(sch, n) * _extent(sch, y))
+        options = [p for p in plans(target, width, channels // dot.block, _extent(sch, n) * _extent(sch, y))
                    if width % p[0] == 0]
         if not options:
             return None
         pixels, vectors, _ = choose(sch, options, self.tunable)
-        kb, lanes = sch.split(k, [None, BLOCK])
+        kb, lanes = sch.split(k, [None, dot.block])
         kbo, kbi = sch.split(kb, [None, vectors])
         xo, xi = sch.split(x, [None, pixels])
-        vnni = has_vnni(target)
-        # with VNNI the (16 lanes x 4 bytes) product is one instruction; without, the four bytes are four vector
-        # multiply-adds over the sixteen sums, so the lanes go innermost
-        sch.reorder(n, kbo, y, xo, rc, ry, rx, xi, kbi, *((lanes, ri) if vnni else (ri, lanes)))
+        # a dot-product instruction takes the (lanes x 4 bytes) step whole; the plain loop makes the four bytes
+        # four vector multiply-adds over the lanes, so the lanes go innermost
+        ri = quad[0]
+        inner = (ri, lanes) if dot.name == "loop" else (lanes, *quad)
+        sch.reorder(n, kbo, y, xo, rc, ry, rx, xi, kbi, *inner)
         outer = sch.fuse(n, kbo, y)
-        acc = sch.cache_write(main, 0, "local")  # the tile [pixels, vectors x 16]: each block one vector
+        acc = sch.cache_write(main, 0, "local")  # the tile [pixels, vectors x block]: each block one vector
         sch.reverse_compute_at(acc, xo)
         for consumer in _epilogue(sch, acc):
             sch.reverse_compute_inline(consumer)
@@ -103,13 +148,13 @@ class Int8Conv(ReductionRule):
         sch.parallel(outer)
         for producer in sch.get_producers(main):  # the zero-point padding pass, where the conv pads
             _vectorize_inner(sch, producer)
-        if not vnni:  # loop kinds on the whole reduction block, before its init is split off (as blocked_conv.py)
+        if dot.name == "loop":  # loop kinds on the whole reduction block, before its init is split off
             sch.unroll(ri)
             sch.vectorize(lanes)
         init = sch.decompose_reduction(main, rc)
-        if vnni:
+        if dot.name != "loop":
             sch.vectorize(sch.get_loops(init)[-1])
-            sch.tensorize(lanes, DOT_16x4_VNNI)
+            sch.tensorize(lanes, DOT_16x4_VNNI if dot.name == "vnni" else _pmaddwd_intrinsic(dot.block))
         _write_back(sch, acc, write_loops)
         return sch
 

@@ -1,15 +1,48 @@
-"""Tiles of the int8 kernels (passes/int8_kernels.py, schedules/int8_conv.py): what both the graph pass (which
-rounds rows up to whole tiles) and the schedule (which tiles them) must agree on."""
+"""The int8 kernels' dot product and tiles (passes/int8_kernels.py, schedules/int8_conv.py): what the graph pass
+(which packs the weights and rounds rows up to whole tiles) and the schedule (which tiles and tensorizes) must
+agree on, read from the target.
+
+Each step of a dense int8 conv multiplies four input channels of one pixel (four bytes) by a block of output
+channels' weights for them and adds into that block's int32 sums. How, per CPU:
+
+* ``vnni`` (AVX-512 VNNI): one ``vpdpbusd``, sixteen int32 lanes x four u8 x s8 products; weights int8
+  ``[16, 4]`` per step;
+* ``pmaddwd`` (AVX2, AVX-512 without VNNI): two ``vpmaddwd``, each multiplying two input bytes widened to int16
+  by the weights of two channels, pairwise summed into int32 (exact: no saturation, unlike ``vpmaddubsw``);
+  weights stored int16, ``[2, lanes, 2]`` per step, lanes = the CPU's int32 lanes (8 with AVX2);
+* ``loop`` (anything else, e.g. NEON): the same sums as a loop LLVM vectorises (exact; not faster than fp32).
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from tvm.target import codegen
 
 from atrous.pipeline.schedules.blocked_conv import plan_dense
 from atrous.pipeline.schedules.isa import VectorISA, isa_of
 
-BLOCK = 16  # output channels per block: int32 lanes of one 512-bit vector (the VNNI dot product's width)
-LANES = 4  # input channels per dot product (four bytes of one int32 lane)
+LANES = 4  # input channels per step (four bytes of one int32 lane)
+
+
+@dataclass(frozen=True)
+class Dot:
+    name: str  # "vnni", "pmaddwd" or "loop"
+    block: int  # output channels per block: the int32 lanes of one vector of sums
+    weight_dtype: str  # how the packed weights are stored
+    pairs: bool  # weights [.., 2, block, 2] (pmaddwd's pairs of channels), else [.., block, 4]
+    extra_registers: int  # registers a step takes beyond one weight vector per block and one broadcast
+
+
+def dot_of(target) -> Dot:
+    """The dot product of the CPU ``target`` compiles for (module docstring)."""
+    if has_vnni(target):
+        return Dot("vnni", 16, "int8", False, 0)
+    isa = isa_of(target)
+    if isa.name in ("avx512", "avx2"):
+        # two weight vectors and two broadcasts per step
+        return Dot("pmaddwd", isa.lanes, "int16", True, 2)
+    return Dot("loop", 16, "int8", False, 0)
 
 
 def has_vnni(target) -> bool:
@@ -18,14 +51,15 @@ def has_vnni(target) -> bool:
 
 
 def int32_isa(target) -> VectorISA:
-    """The register budget of a tile in units of one int32 vector of BLOCK lanes."""
-    isa = isa_of(target)
-    per_block = max(1, BLOCK // isa.lanes)  # registers one block of sixteen int32 sums takes
-    return VectorISA(isa.name, BLOCK, isa.registers // per_block, isa.fmas_in_flight, isa.reserved // per_block)
+    """The register budget of a tile in units of one vector of a block's int32 sums."""
+    isa, dot = isa_of(target), dot_of(target)
+    per_block = max(1, dot.block // isa.lanes)  # registers one block of sums takes
+    return VectorISA(isa.name, dot.block, isa.registers // per_block, isa.fmas_in_flight,
+                     isa.reserved // per_block + dot.extra_registers)
 
 
 def plans(target, width: int, blocks: int, tasks: int) -> list[tuple[int, int, int]]:
-    """blocked_conv.plan_dense's tiles for ``blocks`` blocks of sixteen int32 sums, rows of ``width``."""
+    """blocked_conv.plan_dense's tiles for ``blocks`` blocks of int32 sums, rows of ``width``."""
     cores = int(target.attrs.get("num-cores", 1))
     return plan_dense(int32_isa(target), width, blocks, tasks, cores)
 
@@ -33,4 +67,4 @@ def plans(target, width: int, blocks: int, tasks: int) -> list[tuple[int, int, i
 def default_pixels(target, out_shape: list[int]) -> int:
     """Pixels of the default tile of a conv with NHWC output ``out_shape`` (int8_kernels.py rounds rows up to it)."""
     n, rows, width, channels = out_shape
-    return plans(target, width, -(-channels // BLOCK), n * rows)[0][0]
+    return plans(target, width, -(-channels // dot_of(target).block), n * rows)[0][0]
