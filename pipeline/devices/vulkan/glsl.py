@@ -8,7 +8,10 @@ allocations, loops, lets and conditionals. Each becomes a self-contained shader:
 - scalar parameters -> one push-constant block, at the offsets ``KernelInfo.args`` records for the runtime;
 - ``threadIdx.*`` extents -> the shader's ``local_size`` (constants: TVM binds threads with fixed extents);
   ``blockIdx.*`` -> ``gl_WorkGroupID``, dispatched by the runtime from the launch extents;
-- shared allocations -> ``shared`` arrays, ``tvm_storage_sync`` -> ``barrier()``.
+- shared allocations -> ``shared`` arrays, ``tvm_storage_sync`` -> ``barrier()``;
+- float16 (fp16 builds) -> ``float16_t`` (GL_EXT_shader_explicit_arithmetic_types_float16, the device's
+  ``shaderFloat16``), float16 storage buffers through GL_EXT_shader_16bit_storage (``storageBuffer16BitAccess``):
+  products, sums and comparisons are half operations; math functions are evaluated in float and rounded once.
 
 Semantics GLSL does not share with TIR are spelled out: TIR's ``Mod`` truncates (glslang turns ``%`` into
 OpSMod, which floors), ``floordiv``/``floormod`` round towards minus infinity, ``tanh`` and ``erf`` get
@@ -110,8 +113,10 @@ def _int_helpers(t: str) -> dict[str, str]:
 
 for _t in ("int", "int64_t"):
     HELPERS.update(_int_helpers(_t))
-HELPERS["atrous_floormod_float"] = "float atrous_floormod_float(float a, float b) { return a - floor(a / b) * b; }"
-HELPERS["atrous_truncmod_float"] = "float atrous_truncmod_float(float a, float b) { return a - trunc(a / b) * b; }"
+for _t in ("float", "float16_t"):
+    HELPERS[f"atrous_floormod_{_t}"] = f"{_t} atrous_floormod_{_t}({_t} a, {_t} b) {{ return a - floor(a / b) * b; }}"
+    HELPERS[f"atrous_truncmod_{_t}"] = f"{_t} atrous_truncmod_{_t}({_t} a, {_t} b) {{ return a - trunc(a / b) * b; }}"
+FLOATS = ("float", "float16_t")
 
 BINARY = {"Add": "+", "Sub": "-", "Mul": "*", "EQ": "==", "NE": "!=", "LT": "<", "LE": "<=", "GT": ">", "GE": ">=",
           "And": "&&", "Or": "||", "BitwiseAnd": "&", "BitwiseOr": "|", "BitwiseXor": "^", "LShift": "<<",
@@ -150,6 +155,8 @@ class GLSLWriter:
         self.shared_bytes = 0
         self.helpers: list[str] = []
         self.int64 = False
+        self.float16 = False  # float16 arithmetic anywhere in the kernel
+        self.storage16 = False  # a storage buffer of float16
         self.local_size = {"x": 1, "y": 1, "z": 1}
         self.lines: list[str] = []
         self.pending: list[str] = []  # declarations hoisted from Let expressions, flushed before the statement
@@ -181,7 +188,7 @@ class GLSLWriter:
         if dtype in ("int64", "uint64"):
             self.int64 = True
         if dtype == "float16":
-            self.fail("float16 kernels are not supported by the Vulkan backend yet; compile in float32")
+            self.float16 = True
         return SCALARS[dtype]
 
     def helper(self, name: str) -> str:
@@ -200,6 +207,7 @@ class GLSLWriter:
                 name = self.ident(param)
                 elem = element.get(param) or str(ty.element_type.dtype)
                 self.storage[param] = (name, self.scalar(elem))
+                self.storage16 |= elem == "float16"
                 args.append({"kind": "buffer", "binding": binding})
                 binding += 1
                 continue
@@ -402,6 +410,8 @@ class GLSLWriter:
         return f"{self.scalar(dtype)}({v})"
 
     def expr_FloatImm(self, e):
+        if dtype_of(e) == "float16":  # a float16 value converts exactly from its float32 literal
+            return f"{self.scalar('float16')}({glsl_float(float(e.value))})"
         if dtype_of(e) != "float32":
             self.scalar(dtype_of(e))
             self.fail(f"{dtype_of(e)} constant")
@@ -438,12 +448,12 @@ class GLSLWriter:
     def _division(self, e, flavour: str) -> str:
         t = self.scalar(dtype_of(e))
         a, b = self.expr(e.a), self.expr(e.b)
-        if t == "float":
+        if t in FLOATS:
             if flavour == "div":
                 return f"({a} / {b})"
             if flavour == "floordiv":
                 return f"floor({a} / {b})"
-            return f"{self.helper('atrous_' + flavour + '_float')}({a}, {b})"
+            return f"{self.helper(f'atrous_{flavour}_{t}')}({a}, {b})"
         if t not in ("int", "int64_t"):
             self.fail(f"{flavour} on {dtype_of(e)}")
         if flavour == "div":
@@ -476,12 +486,16 @@ class GLSLWriter:
             short = extern[:-1] if extern.endswith("f") and extern[:-1] in MATH else extern
             args = args[1:]
         if short in MATH:
-            if dtype_of(e) not in ("float32", "bool"):
+            if dtype_of(e) not in ("float32", "float16", "bool"):
                 self.fail(f"{short} on {dtype_of(e)}")
             function = MATH[short]
             if function.startswith("atrous_"):
                 self.helper(function)
-            return f"{function}({', '.join(self.expr(a) for a in args)})"
+            # float16 operands: evaluated in float (the helpers are float functions), rounded to float16 once
+            operands = ", ".join(f"float({self.expr(a)})" if dtype_of(a) == "float16" else self.expr(a)
+                                 for a in args)
+            call = f"{function}({operands})"
+            return f"{self.scalar('float16')}({call})" if dtype_of(e) == "float16" else call
         if short == "if_then_else":
             return f"({self.expr(args[0])} ? {self.expr(args[1])} : {self.expr(args[2])})"
         if short == "likely":
@@ -520,6 +534,7 @@ class GLSLWriter:
             if not self.limits.get("supports_int64", False):
                 self.fail("64-bit integers, which the target does not support (no shaderInt64)")
             header.append("#extension GL_EXT_shader_explicit_arithmetic_types_int64 : require")
+        header += self._float16_extensions()
         x, y, z = (self.local_size[a] for a in "xyz")
         header.append(f"layout(local_size_x = {x}, local_size_y = {y}, local_size_z = {z}) in;")
         body = [*header, *self.storage_decls(), *decls, *self.shared,
@@ -529,6 +544,20 @@ class GLSLWriter:
                 *self.lines, "}"]
         info = KernelInfo(self.name, args, push_size, launch, (x, y, z), self.shared_bytes)
         return Shader("\n".join(body) + "\n", info)
+
+
+    def _float16_extensions(self) -> list[str]:
+        """The extensions float16 kernels need, refused where the target lacks the device feature."""
+        lines = []
+        if self.float16:
+            if not self.limits.get("supports_float16", False):
+                self.fail("float16 arithmetic, which the target does not support (no shaderFloat16)")
+            lines.append("#extension GL_EXT_shader_explicit_arithmetic_types_float16 : require")
+        if self.storage16:
+            if not self.limits.get("supports_16bit_buffer", False):
+                self.fail("float16 storage buffers, which the target does not support (no storageBuffer16BitAccess)")
+            lines.append("#extension GL_EXT_shader_16bit_storage : require")
+        return lines
 
 
 def _call_name(expr) -> str:

@@ -277,7 +277,9 @@ std::string Device::Describe() const {
   os << "name=" << properties_.deviceName << "; type=" << type << "; api=" << VersionString(properties_.apiVersion)
      << "; driver=" << DriverVersionString(properties_) << "; maxComputeWorkGroupInvocations="
      << limits.maxComputeWorkGroupInvocations << "; maxComputeSharedMemorySize="
-     << limits.maxComputeSharedMemorySize << "; shaderInt64=" << (features_.int64 ? 1 : 0);
+     << limits.maxComputeSharedMemorySize << "; shaderInt64=" << (features_.int64 ? 1 : 0)
+     << "; shaderFloat16=" << (features_.float16 ? 1 : 0)
+     << "; storageBuffer16BitAccess=" << (features_.storage_buffer16 ? 1 : 0);
   return os.str();
 }
 

@@ -70,7 +70,7 @@ class Device {
   const VkPhysicalDeviceProperties& properties() const { return properties_; }
   const Features& features() const { return features_; }
   uint64_t device_local_bytes() const;
-  // One line for logs and tests: name, versions, compute limits, shaderInt64.
+  // One line for logs and tests: name, versions, compute limits, shaderInt64, the float16 features.
   std::string Describe() const;
 
  private:
