@@ -9,11 +9,12 @@ itself and use the identity (padding included, when the padding holds ``zx``, wh
 Activations are channels-last here (int8_layout.py), so four channels of a pixel are four neighbouring bytes:
 
 * dense convs (groups 1): the input is read as it is, or, where the conv pads, padded with ``zx`` first (int8
-  activations are shifted by 128 into uint8 there, with ``zx + 128``); the weight is packed at compile time to
-  ``[K/B, C/4, R, S, B, 4]`` (``B`` output channels per block: 16, one 512-bit vector of int32 sums), so that one
-  output pixel's four input channels times a block's sixteen weights of them is one ``vpdpbusd`` (u8 x s8 ->
-  s32, four products per lane); schedules/int8_conv.py tiles and tensorizes it. The output is NHWC int32, its
-  row rounded up to whole register tiles and ``K`` to a whole block (cropped after, in the epilogue);
+  activations are shifted by 128 into uint8 there, with ``zx + 128``); the weight is packed at compile time for
+  the CPU's dot product (schedules/int8_tiles.py): ``[K/B, C/4, R, S, B, 4]`` int8 (``B`` output channels per
+  block: one vector of int32 sums), so that one output pixel's four input channels times a block's weights of
+  them is one ``vpdpbusd`` (u8 x s8 -> s32, four products per lane), or ``[K/B, C/4, R, S, 2, B, 2]`` int16 for
+  two ``vpmaddwd``; schedules/int8_conv.py tiles and tensorizes it. The output is NHWC int32, its row rounded
+  up to whole register tiles and ``K`` to a whole block (cropped after, in the epilogue);
 * depthwise convs: the input padded with ``zx``, one int32 multiply-add per tap, vectorised over channels;
 * the compensation ``zx * sum(W[k])`` is a constant subtracted in the epilogue, with the scale, bias and
   requantization that follow (FuseOps puts them in the conv's kernel).

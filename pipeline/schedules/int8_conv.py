@@ -1,20 +1,20 @@
-"""CPU schedule of the dense int8 conv of passes/int8_kernels.py.
+"""CPU schedules of the int8 convs of passes/int8_kernels.py.
 
-The kernel reads the channels-last uint8 input (four channels of a pixel: four neighbouring bytes) and the weight
-as ``[K/16, C/4, R, S, 16, 4]`` int8, so sixteen output channels' sums over four input channels of one pixel are one
-``vpdpbusd`` (AVX-512 VNNI: 64 byte products into 16 int32 lanes, four times the multiply-adds of an fp32 FMA).
-The loops, as blocked_conv.py's for fp32::
+Dense: the kernel reads the channels-last uint8 input (four channels of a pixel: four neighbouring bytes) and the
+weight packed for the CPU's dot product (schedules/int8_tiles.py), so a block of output channels' sums over four
+input channels of one pixel is one step: one ``vpdpbusd`` with AVX-512 VNNI (64 byte products into 16 int32
+lanes, four times the multiply-adds of an fp32 FMA), two ``vpmaddwd`` on other x86 CPUs (int16 pairs, twice an
+fp32 FMA's). The loops, as blocked_conv.py's for fp32::
 
     parallel(batch, output channel tiles, rows) . pixel tiles . input channel quads . taps
-        . [pixels (unrolled) . channel blocks (unrolled) . (16 lanes x 4 bytes: one vpdpbusd)]
+        . [pixels (unrolled) . channel blocks (unrolled) . (block lanes x 4 bytes: one step)]
 
-The tile's accumulators are a local buffer ``[pixels, vectors x 16]``, each block's sixteen sums one vector
-register, and the epilogue (compensation, scale, bias, requantization) is applied to the tile as it is written
-back to the NHWC output, sixteen channels of a pixel at a time. The tile is blocked_conv.plan_dense's (the same
-register budget: one int32 vector per sixteen channels as one fp32 vector); tunable like it. Without VNNI (AVX2,
-AVX-512 without VNNI, NEON) the same loops run with the four bytes as four vector multiply-adds over the sixteen
-sums (exact, and 5.7x slower than fp32 on DeepLabV3-MobileNet's AVX2 build: integer_convs "auto" takes the
-integer convs only where VNNI is, passes/integer_convs.py).
+The tile's accumulators are a local buffer ``[pixels, vectors x block]``, each block's sums one vector register,
+and the epilogue (compensation, scale, bias, requantization) is applied to the tile as it is written back to the
+NHWC output, a block of channels of a pixel at a time. The tile is blocked_conv.plan_dense's (one int32 vector
+per block as one fp32 vector, plus the step's extra registers); tunable like it. Without a dot product of ours
+(NEON, or anything else) the same loops run with the four bytes as four vector multiply-adds over the lanes
+(exact, and 5.7x slower than fp32 where measured: integer_convs "auto" does not take them there).
 
 Depthwise int8 convs (``DepthwiseInt8``) are tiled over pixels x one vector of channels.
 """
