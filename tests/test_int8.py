@@ -1,6 +1,8 @@
 """int8: QDQ graphs lowered to integer kernels, verified against ONNX Runtime on the same graph (in quantization
 steps) and against the fp32 PyTorch original (SQNR), on the host's own build, an AVX2 build, and under qemu."""
 
+import re
+
 import numpy as np
 import onnx
 import pytest
@@ -56,13 +58,14 @@ def _checked(result):
     return text
 
 
-# native: this machine's CPU (int8 kernels with VNNI or pmaddwd); AVX2 (znver3): pmaddwd; cortex-a76 (under qemu):
-# no dot product of ours, so by default the QDQ graph's float arithmetic, and with integer_convs="on" the int8
-# kernels' plain vectorised loop
-BUILDS = [("host", None, "auto"), ("host", "znver3", "auto"), ("rpi5", None, "auto"), ("rpi5", None, "on")]
+# native: this machine's CPU (int8 kernels with VNNI or pmaddwd); AVX2 (znver3): pmaddwd; rpi5 (Cortex-A76, under
+# qemu): sdot; rpi4 (Cortex-A72, no dot product): by default the QDQ graph's float arithmetic, and with
+# integer_convs="on" the int8 kernels' plain vectorised loop
+BUILDS = [("host", None, "auto"), ("host", "znver3", "auto"), ("rpi5", None, "auto"), ("rpi4", None, "auto"),
+          ("rpi4", None, "on")]
 
 
-@pytest.mark.parametrize("board, mcpu, mode", BUILDS, ids=["native", "avx2", "rpi5", "rpi5-integer"])
+@pytest.mark.parametrize("board, mcpu, mode", BUILDS, ids=["native", "avx2", "rpi5", "rpi4", "rpi4-integer"])
 def test_mixed_model_in_int8_matches_onnxruntime_within_a_step_and_pytorch_by_sqnr(board, mcpu, mode, build_root):
     from atrous.pipeline.optimize import OptimizeOptions
     from atrous.pipeline.schedules.int8_tiles import dot_of
@@ -84,23 +87,30 @@ def test_mixed_model_in_int8_matches_onnxruntime_within_a_step_and_pytorch_by_sq
     assert "SQNR" in text and ("bit-exact" in text or "within 1 step" in text)
 
 
-def _lowered(artifact, mcpu: str):
+def _lowered(artifact, board: str, mcpu: str | None):
     """The mixed model's QDQ graph lowered for a named CPU with integer convs on, before scheduling."""
     from atrous.pipeline.ingest import load_onnx, to_relax
     from atrous.pipeline.optimize import OptimizeOptions, lower
 
-    target = targets.get_target("host", mcpu).tvm_target()
+    target = targets.get_target(board, mcpu).tvm_target()
     return target, lower(to_relax(load_onnx(artifact.qdq), {"x": (1, 16, 19, 23)}), target,
                          OptimizeOptions(integer_convs="on"))
 
 
-@pytest.mark.parametrize("mcpu", ["znver4", "znver3", "skylake-avx512"])
-def test_every_int8_kernel_gets_its_own_schedule_and_its_cpus_dot_product(mcpu, build_root):
+# dilated, pointwise, wide convs: Zen 4 has AVX-512 VNNI; Zen 3 (AVX2) and Skylake-X (AVX-512 without VNNI)
+# pmaddwd; Cortex-A76 sdot; Cortex-A72 none (the plain loop)
+DOTS = [("host", "znver4", "llvm.x86.avx512.vpdpbusd.512"), ("host", "znver3", "llvm.x86.avx2.pmadd.wd"),
+        ("host", "skylake-avx512", "llvm.x86.avx512.pmaddw.d.512"), ("rpi5", None, "llvm.aarch64.neon.sdot"),
+        ("rpi4", None, None)]
+
+
+@pytest.mark.parametrize("board, mcpu, instruction", DOTS, ids=[d[1] or d[0] for d in DOTS])
+def test_every_int8_kernel_gets_its_own_schedule_and_its_cpus_dot_product(board, mcpu, instruction, build_root):
     from atrous.pipeline.optimize import OptimizeOptions, apply_schedules
     from atrous.pipeline.schedules.int8_conv import DepthwiseInt8, Int8Conv
 
     artifact = compile_model(CompileArgs(_source(), targets.get_target("host"), build_root, precision="int8"))
-    target, mod = _lowered(artifact, mcpu)
+    target, mod = _lowered(artifact, board, mcpu)
     kernels = {gv.name_hint: f for gv, f in mod.functions_items() if "conv2d_int8" in gv.name_hint}
     assert len(kernels) >= 4
     with target:
@@ -108,11 +118,11 @@ def test_every_int8_kernel_gets_its_own_schedule_and_its_cpus_dot_product(mcpu, 
             rule = DepthwiseInt8() if "depthwise" in name else Int8Conv()
             assert rule.apply(func, target, False) is not None, name
     text = apply_schedules(mod, target, OptimizeOptions(integer_convs="on")).script()
-    # dilated, pointwise, wide: Zen 4 has AVX-512 VNNI; Zen 3 (AVX2) and Skylake-X (AVX-512, no VNNI) pmaddwd
-    instruction = {"znver4": "llvm.x86.avx512.vpdpbusd.512", "znver3": "llvm.x86.avx2.pmadd.wd",
-                   "skylake-avx512": "llvm.x86.avx512.pmaddw.d.512"}[mcpu]
-    assert text.count(instruction) >= 3
-    assert ("vpdpbusd" in text) == (mcpu == "znver4")
+    calls = set(re.findall(r'"(llvm\.(?:x86|aarch64)\.[\w.]+)"', text))
+    if instruction is None:
+        assert not calls, calls
+    else:
+        assert text.count(instruction) >= 3 and calls == {c for c in calls if c.startswith(instruction)}, calls
 
 
 def test_integer_convs_off_computes_the_float_graph_within_a_step(build_root):

@@ -8,13 +8,13 @@ itself and use the identity (padding included, when the padding holds ``zx``, wh
 
 Activations are channels-last here (int8_layout.py), so four channels of a pixel are four neighbouring bytes:
 
-* dense convs (groups 1): the input is read as it is, or, where the conv pads, padded with ``zx`` first (int8
-  activations are shifted by 128 into uint8 there, with ``zx + 128``); the weight is packed at compile time for
-  the CPU's dot product (schedules/int8_tiles.py): ``[K/B, C/4, R, S, B, 4]`` int8 (``B`` output channels per
-  block: one vector of int32 sums), so that one output pixel's four input channels times a block's weights of
-  them is one ``vpdpbusd`` (u8 x s8 -> s32, four products per lane), or ``[K/B, C/4, R, S, 2, B, 2]`` int16 for
-  two ``vpmaddwd``; schedules/int8_conv.py tiles and tensorizes it. The output is NHWC int32, its row rounded
-  up to whole register tiles and ``K`` to a whole block (cropped after, in the epilogue);
+* dense convs (groups 1): the input is read as it is, or, where the conv pads, padded with ``zx`` first (bytes
+  are shifted by 128 there where the dot product wants the other signedness, the zero point with them); the
+  weight is packed at compile time for the CPU's dot product (schedules/int8_tiles.py): ``[K/B, C/4, R, S, B,
+  4]`` int8 (``B`` output channels per block: one vector of int32 sums), so that one output pixel's four input
+  channels times a block's weights of them is one ``vpdpbusd`` or ``sdot``, or ``[K/B, C/4, R, S, 2, B, 2]``
+  int16 for two ``vpmaddwd``; schedules/int8_conv.py tiles and tensorizes it. The output is NHWC int32, its row
+  rounded up to whole register tiles and ``K`` to a whole block (cropped after, in the epilogue);
 * depthwise convs: the input padded with ``zx``, one int32 multiply-add per tap, vectorised over channels;
 * the compensation ``zx * sum(W[k])`` is a constant subtracted in the epilogue, with the scale, bias and
   requantization that follow (FuseOps puts them in the conv's kernel).
@@ -43,33 +43,34 @@ def _out_size(size, kernel, stride, dilation, before, after) -> int:
     return (size + before + after - dilation * (kernel - 1) - 1) // stride + 1
 
 
-def _as_u8(value, signed: bool):
-    """An activation byte as uint8: int8 values shifted by 128 (their zero point shifts with them)."""
-    if not signed:
+def _as(value, dtype: str):
+    """An activation byte as ``dtype`` (uint8 or int8): shifted by 128 where the dtype differs (the zero point
+    shifts with it)."""
+    if value.dtype == dtype:
         return value
-    return (value.astype("int32") + 128).astype("uint8")
+    return (value.astype("int32") + (128 if dtype == "uint8" else -128)).astype(dtype)
 
 
-def dense(data, weight, strides, dilation, before, after, zero: int, columns: int):
+def dense(data, weight, strides, dilation, before, after, zero: int, columns: int, dtype: str = "uint8"):
     """int32 sums ``[N, OH, columns, K/B*B]`` of an int8 conv over channels-last ``data`` (module docstring);
     ``weight`` packed by ``pack_weight`` (``[K/B, C/4, R, S, B, 4]``, or ``[.., 2, B, 2]`` for pmaddwd's pairs);
-    ``zero``: the padding value, as uint8; ``columns``: output columns to compute (the row rounded up to whole
-    register tiles; the caller crops)."""
+    ``zero``: the padding value, in ``dtype`` (the input bytes' type the dot product multiplies: uint8, or int8
+    for sdot); ``columns``: output columns to compute (the row rounded up to whole register tiles; the caller
+    crops)."""
     n, height, width, channels = (int(d) for d in data.shape)
     pairs = len(weight.shape) == 7
     kb, cb, taps_y, taps_x = (int(d) for d in weight.shape[:4])
     block = int(weight.shape[5] if pairs else weight.shape[4])
-    signed = data.dtype == "int8"
     ph = height + before[0] + after[0]
     pw = max(width + before[1] + after[1], (columns - 1) * strides[1] + (taps_x - 1) * dilation[1] + 1)
-    if (ph, pw) == (height, width) and channels == cb * LANES and not signed:
+    if (ph, pw) == (height, width) and channels == cb * LANES and data.dtype == dtype:
         padded = data  # read as it is: four channels of a pixel are four neighbouring bytes already
     else:
         def pad(nn, y, x, c):
             yy, xx = y - before[0], x - before[1]
             inside = tvm.tirx.all(c < channels, yy >= 0, yy < height, xx >= 0, xx < width)
-            value = _as_u8(data[nn, yy, xx, tvm.tirx.min(c, channels - 1)], signed)
-            return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(zero, "uint8"))
+            value = _as(data[nn, yy, xx, tvm.tirx.min(c, channels - 1)], dtype)
+            return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(zero, dtype))
 
         padded = te.compute((n, ph, pw, cb * LANES), pad, name=PACK)
     oh = _out_size(height, taps_y, strides[0], dilation[0], before[0], after[0])
@@ -184,11 +185,13 @@ class _Rewriter(ModuleRewriter):
         out_channels = kernel.shape[0]
         out_shape = [int(d) for d in call.ty.shape.values]
         if groups == 1:
-            zero = zx + 128 if xq.ty.dtype == "int8" else zx
-            columns = _whole_tiles(out_shape, self.target)
             dot = dot_of(self.target)
+            dtype = "int8" if dot.signed_input else "uint8"
+            shift = {("int8", "uint8"): 128, ("uint8", "int8"): -128}.get((str(xq.ty.dtype), dtype), 0)
+            zero = zx + shift
+            columns = _whole_tiles(out_shape, self.target)
             sums = self.builder_.call_te(dense, xq, relax.const(pack_weight(kernel, dot), dot.weight_dtype),
-                                         *spatial, zero, columns, primfunc_name_hint=DENSE)
+                                         *spatial, zero, columns, dtype, primfunc_name_hint=DENSE)
             if -(-out_channels // dot.block) * dot.block != out_channels or columns != out_shape[2]:
                 sums = relax.op.strided_slice(sums, axes=[2, 3], begin=[0, 0], end=[out_shape[2], out_channels])
         elif groups == channels == out_channels and kernel.shape[3] == 1:

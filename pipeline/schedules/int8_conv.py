@@ -62,6 +62,35 @@ def _dot_16x4_vnni(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((16,
 DOT_16x4_VNNI = "atrous_dot_16x4_u8s8s32_vnni"
 s_tir.TensorIntrin.register(DOT_16x4_VNNI, _dot_16x4, _dot_16x4_vnni, override=True)
 
+@T.prim_func(s_tir=True)
+def _dot_4x4(a: T.Buffer((4,), "int8", offset_factor=1), b: T.Buffer((4, 4), "int8", offset_factor=1),
+             c: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
+    """What sdot computes: four int32 sums, each plus four s8 x s8 products."""
+    with T.sblock("root"):
+        T.reads(c[0:4], a[0:4], b[0:4, 0:4])
+        T.writes(c[0:4])
+        for i, k in T.grid(4, 4):
+            with T.sblock("update"):
+                vi, vk = T.axis.remap("SR", [i, k])
+                c[vi] = c[vi] + T.Cast("int32", a[vk]) * T.Cast("int32", b[vi, vk])
+
+
+@T.prim_func(s_tir=True)
+def _dot_4x4_sdot(a: T.Buffer((4,), "int8", offset_factor=1), b: T.Buffer((4, 4), "int8", offset_factor=1),
+                  c: T.Buffer((4,), "int32", offset_factor=1, scope="local")) -> None:
+    """One sdot (AArch64 dot-product extension): the four input bytes broadcast to the four lanes."""
+    with T.sblock("root"):
+        T.reads(c[0:4], a[0:4], b[0:4, 0:4])
+        T.writes(c[0:4])
+        quad = T.reinterpret(a.vload([0], "int8x4"), dtype="int32")
+        c[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"), c.vload([0], dtype="int32x4"),
+            T.reinterpret(T.broadcast(quad, 4), dtype="int8x16"), b.vload([0, 0], dtype="int8x16"), dtype="int32x4")
+
+
+DOT_4x4_SDOT = "atrous_dot_4x4_s8s8s32_sdot"
+s_tir.TensorIntrin.register(DOT_4x4_SDOT, _dot_4x4, _dot_4x4_sdot, override=True)
+
 PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}  # int32 lanes -> instruction
 
 
@@ -154,7 +183,8 @@ class Int8Conv(ReductionRule):
         init = sch.decompose_reduction(main, rc)
         if dot.name != "loop":
             sch.vectorize(sch.get_loops(init)[-1])
-            sch.tensorize(lanes, DOT_16x4_VNNI if dot.name == "vnni" else _pmaddwd_intrinsic(dot.block))
+            intrinsic = {"vnni": DOT_16x4_VNNI, "sdot": DOT_4x4_SDOT}.get(dot.name) or _pmaddwd_intrinsic(dot.block)
+            sch.tensorize(lanes, intrinsic)
         _write_back(sch, acc, write_loops)
         return sch
 

@@ -10,7 +10,10 @@ channels' weights for them and adds into that block's int32 sums. How, per CPU:
 * ``pmaddwd`` (AVX2, AVX-512 without VNNI): two ``vpmaddwd``, each multiplying two input bytes widened to int16
   by the weights of two channels, pairwise summed into int32 (exact: no saturation, unlike ``vpmaddubsw``);
   weights stored int16, ``[2, lanes, 2]`` per step, lanes = the CPU's int32 lanes (8 with AVX2);
-* ``loop`` (anything else, e.g. NEON): the same sums as a loop LLVM vectorises (exact; not faster than fp32).
+* ``sdot`` (AArch64 with the dot-product extension: Cortex-A76, A78): one ``sdot``, four int32 lanes x four
+  s8 x s8 products; the input bytes shifted from uint8 to int8 (``x - 128``, the zero point with them);
+* ``loop`` (anything else, e.g. Cortex-A72): the same sums as a loop LLVM vectorises (exact; not faster than
+  fp32).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ class Dot:
     weight_dtype: str  # how the packed weights are stored
     pairs: bool  # weights [.., 2, block, 2] (pmaddwd's pairs of channels), else [.., block, 4]
     extra_registers: int  # registers a step takes beyond one weight vector per block and one broadcast
+    signed_input: bool = False  # the instruction multiplies int8 input bytes (sdot), else uint8
 
 
 def dot_of(target) -> Dot:
@@ -39,6 +43,8 @@ def dot_of(target) -> Dot:
     if has_vnni(target):
         return Dot("vnni", 16, "int8", False, 0)
     isa = isa_of(target)
+    if isa.name == "neon" and codegen.llvm_cpu_has_features("dotprod", target):
+        return Dot("sdot", 4, "int8", False, 0, signed_input=True)
     if isa.name in ("avx512", "avx2"):
         # two weight vectors and two broadcasts per step
         return Dot("pmaddwd", isa.lanes, "int16", True, 2)
