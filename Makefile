@@ -9,6 +9,10 @@ PRESET ?= standard
 INPUT_SHAPE ?=
 MODEL_ARGS = $(MODEL) --preset $(PRESET) $(if $(INPUT_SHAPE),--input-shape $(INPUT_SHAPE))
 TARGET ?= host
+# PRECISION=int8 (CPU targets; CALIBRATION=DIR|N) or fp16 (GPU targets) for make run, the device targets, make bench
+PRECISION ?= fp32
+CALIBRATION ?=
+PRECISION_ARGS = $(if $(filter-out fp32,$(PRECISION)),--precision $(PRECISION)) $(if $(CALIBRATION),--calibration $(CALIBRATION))
 PYTEST_ARGS ?=
 TEST_WORKERS ?= auto
 TRIALS ?= 64
@@ -28,6 +32,7 @@ all: run
 
 help:
 	@echo "make run   [MODEL=$(MODEL)] [PRESET=$(PRESET)] [TARGET=$(TARGET)]  compile, verify, bench"
+	@echo "           PRECISION=int8 [CALIBRATION=DIR|N] (CPU) or PRECISION=fp16 (GPU)    reduced precision"
 	@echo "           MODEL=file.py:make_model INPUT_SHAPE=x:1x3x512x512     your own nn.Module (or MODEL=model.pt2)"
 	@echo "make test  [PYTEST_ARGS=...] [TEST_WORKERS=auto|N]                   run the test suite (one worker per core)"
 	@echo "make tune-<device> [MODEL=...] [PRESET=...] [TRIALS=$(TRIALS)]          tune into targets/tuning/<device>/"
@@ -88,7 +93,7 @@ $(STAMP): requirements.lock pyproject.toml
 venv: $(STAMP) sysdeps-host
 
 run: venv sysdeps-$(call family,$(TARGET))
-	$(BIN)/atrous run $(MODEL_ARGS) --target $(TARGET)
+	$(BIN)/atrous run $(MODEL_ARGS) $(PRECISION_ARGS) --target $(TARGET)
 
 # Tuning is resumable: an interrupted run keeps its records and a re-run tops every kernel up to TRIALS.
 tune-%: venv
@@ -135,22 +140,22 @@ bench-layers-winograd: venv
 
 # ARM boards: cross-compile, package build/<model>/<device>/bundle, and verify under qemu (or on DEVICE).
 $(ARM_DEVICES): venv sysdeps-arm
-	$(BIN)/atrous verify $(MODEL_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE))
+	$(BIN)/atrous verify $(MODEL_ARGS) $(PRECISION_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE))
 
 # NVIDIA GPUs: compile (device code by NVRTC, no GPU needed) and bundle; verify runs where the GPU is: this
 # machine for x86_64 cards (a clear error if it has none), DEVICE=ssh://... for a Jetson.
 $(CUDA_DEVICES): venv sysdeps-cuda
-	$(BIN)/atrous compile $(MODEL_ARGS) --target $@ --bundle
+	$(BIN)/atrous compile $(MODEL_ARGS) $(PRECISION_ARGS) --target $@ --bundle
 	@if [ -n "$(DEVICE)" ] || { [ "$@" != jetson-orin ] && [ "$@" != jetson-xavier ] && [ -e /dev/nvidiactl ]; }; then \
-	  $(BIN)/atrous verify $(MODEL_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
+	  $(BIN)/atrous verify $(MODEL_ARGS) $(PRECISION_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
 	else echo "no GPU for $@ here: copy the bundle to the device and run ./run.sh (or make gpu-pack GPU=$@)"; fi
 
 # Vulkan GPUs: vulkan-desktop compiles and verifies on this machine's Vulkan device (lavapipe if nothing else);
 # the phone/board GPUs are cross-compiled and bundled, and verified on DEVICE=ssh://... when given.
 $(VULKAN_DEVICES): venv sysdeps-vulkan
 	@if [ "$@" = vulkan-desktop ] || [ -n "$(DEVICE)" ]; then \
-	  $(BIN)/atrous verify $(MODEL_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
-	else $(BIN)/atrous compile $(MODEL_ARGS) --target $@ --bundle; \
+	  $(BIN)/atrous verify $(MODEL_ARGS) $(PRECISION_ARGS) --target $@ $(if $(DEVICE),--device $(DEVICE)); \
+	else $(BIN)/atrous compile $(MODEL_ARGS) $(PRECISION_ARGS) --target $@ --bundle; \
 	  echo "copy the bundle to the $@ device and run ./run.sh there (or pass DEVICE=ssh://user@host)"; fi
 
 # The GPU check: zoo bundles + runtime/gpu_check.py in build/gpu-check/<target>, run with plain Python + PyTorch
