@@ -134,7 +134,8 @@ def compile(model: Any, example_inputs: Sequence | dict | None = None, *, target
     ``file.py:function`` module. ``tuned`` applies the target's tuning database (or ``database``), when it has
     one. ``precision="int8"`` (CPU targets) quantizes with ONNX Runtime's quantizer, calibrated on ``calibration``
     (a directory of .npy/.npz samples, or a number of seeded random inputs; default 8), and compiles int8
-    kernels; ``"fp16"`` (GPU targets) computes convs and matmuls in float16, inputs and outputs staying float32."""
+    kernels; ``"fp16"`` (GPU targets) keeps activations and weights in float16 (convs sum in float32), inputs and
+    outputs in float32."""
     from atrous import targets
     from atrous.pipeline.interface import CompileArgs, compile_model
     from atrous.pipeline.optimize import OptimizeOptions

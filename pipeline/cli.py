@@ -51,7 +51,7 @@ def _add_compile_args(p: argparse.ArgumentParser) -> None:
                    help="int8: CPU presets, post-training static quantization by ONNX Runtime's quantizer "
                         "(per-channel int8 weights, per-tensor uint8 activations) and int8 kernels; a QDQ .onnx "
                         "file is compiled as int8 whatever this says (build/<model>/<target>-int8). fp16: GPU "
-                        "presets (CUDA, Vulkan), convs and matmuls in float16, inputs and outputs float32 "
+                        "presets (CUDA, Vulkan), activations and weights in float16, inputs and outputs float32 "
                         "(build/<model>/<target>-fp16; verified against fp32 by rel-L2, at most 1e-2)")
     p.add_argument("--calibration", default=None, metavar="DIR|N",
                    help="int8: calibrate activations on the .npy (one input) or .npz (one array per input) "

@@ -55,9 +55,9 @@ class OptimizeOptions:
     the graph spells, in the fp32 kernels (int8 kernels without the instruction ran 5.7x slower than fp32 on
     DeepLabV3-MobileNet's AVX2 build); "on": integer convs on any CPU target (exact; the vectorised loop
     without the instruction); "off": never.
-    ``precision``: "fp16": on GPU targets, convs and matmuls computed in float16, float32 at the model's inputs
-    and outputs (passes/half_precision.py); "fp32" and "int8" (a QDQ graph, lowered by ``integer_convs``) leave
-    the float arithmetic as the graph spells it.
+    ``precision``: "fp16": on GPU targets, activations and weights in float16 (convs sum in float32), float32 at
+    the model's inputs and outputs (passes/half_precision.py); "fp32" and "int8" (a QDQ graph, lowered by
+    ``integer_convs``) leave the float arithmetic as the graph spells it.
     """
 
     database: Path | None = None
@@ -208,7 +208,7 @@ def graph_passes(options: OptimizeOptions) -> list:
         + algorithm_passes(options)
         # Phase: convs padded to whole register tiles (CPU), cropped back after the conv
         + tiling_passes(options)
-        # Phase: fp16 builds (GPU): convs and matmuls in float16, after the rewrites, which read fp32 graphs
+        # Phase: fp16 builds (GPU): activations and weights in float16, after the rewrites (they read fp32 graphs)
         + [HalfPrecision() if options.precision == "fp16" else tvm.transform.Sequential([])]
         # Phase: lowering to fused TensorIR functions
         + lowering_passes(options)
