@@ -190,6 +190,10 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         model = load_onnx(onnx_path)
         precision, calibration = args.precision, ""
         if is_qdq(model):  # already quantized (ONNX Runtime's quantizer, PT2E): compiled as the int8 graph it is
+            if args.precision == "fp16":
+                raise AtrousError(f"{source.name}: the graph is already quantized (QuantizeLinear/DequantizeLinear "
+                                  "nodes): it compiles as the int8 graph it is; drop --precision fp16, or give "
+                                  "the float model")
             precision = "int8"
         elif args.precision == "int8":
             with stage("quantizing the graph (ONNX Runtime's quantize_static)"):
