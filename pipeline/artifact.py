@@ -61,6 +61,7 @@ class Meta:
     precision: str = "fp32"  # "fp32", "int8" (a QDQ graph: quantized here, or given) or "fp16"
     calibration: str = ""  # int8: what the activations were calibrated on (quantize.Calibration.describe)
     output_steps: dict = field(default_factory=dict)  # int8: {output: its quantization step} (quantize.py)
+    int8_kernels: str = ""  # int8: what the convs run on (interface.int8_kernels)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

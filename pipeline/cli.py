@@ -118,6 +118,8 @@ def _tuning_line(meta) -> str:
     from atrous.pipeline.tuning.algorithm_table import summary_text
 
     line += "\n" + _rewrites_line(meta.options)
+    if meta.int8_kernels:
+        line += f"\nint8 convs: {meta.int8_kernels}"
     if meta.exporter_fallback:
         line += f"\nexported by the TorchScript exporter: the dynamo exporter failed ({meta.exporter_fallback})"
     if meta.rule_failures:  # never fatal (schedules/guard.py), but each one is a kernel slower than it should be

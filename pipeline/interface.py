@@ -181,9 +181,10 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         exported = write_onnx(source, staging.path / "model.onnx", args.exporter)
         onnx_path = exported.path
         target_json = preset.target_dict()
+        reduce_range = args.precision == "int8" and seven_bit_weights(options, preset)
         key = fingerprint(onnx_path, target_json, options, exported.exporter, source.inputs,
-                          {"precision": args.precision, **(args.calibration.key() if args.precision == "int8"
-                                                           else {})})
+                          {"precision": args.precision, "reduce_range": reduce_range,
+                           **(args.calibration.key() if args.precision == "int8" else {})})
         existing = art.Artifact(final)
         if not args.force and existing.exists() and existing.meta().fingerprint == key:
             return existing
@@ -198,7 +199,7 @@ def compile_model(args: CompileArgs) -> art.Artifact:
         elif args.precision == "int8":
             with stage("quantizing the graph (ONNX Runtime's quantize_static)"):
                 model = load_onnx(quantize(onnx_path, staging.path / "model.int8.onnx", args.calibration,
-                                           source.inputs))
+                                           source.inputs, reduce_range))
             calibration = args.calibration.describe()
         steps = output_steps(model) if precision == "int8" else {}
         with stage("importing the graph"):
@@ -228,10 +229,37 @@ def compile_model(args: CompileArgs) -> art.Artifact:
                         total_tasks=total, options=options.key(), winograd=winograd, kernel_flops=flops,
                         rule_failures=tuple(f.line() for f in failures), exporter=exported.exporter,
                         exporter_fallback=exported.fallback, precision=precision, calibration=calibration,
+                        int8_kernels=int8_kernels(options, preset) if precision == "int8" else "",
                         output_steps=steps)
         (staging.path / "meta.json").write_text(meta.to_json())
         staging.commit()
     return art.Artifact(final)
+
+
+def seven_bit_weights(options: OptimizeOptions, preset) -> bool:
+    """Whether an int8 build for ``preset`` quantizes its weights to 7 bits: x86 CPUs without VNNI, whose fast
+    int8 step (vpmaddubsw) is exact only for them (schedules/int8_tiles.py)."""
+    from atrous.pipeline.passes.integer_convs import wanted
+    from atrous.pipeline.schedules.int8_tiles import dot_of
+
+    target = preset.tvm_target()
+    return target.kind.name == "llvm" and wanted(options.integer_convs, target) and dot_of(target).name == "pmaddwd"
+
+
+def int8_kernels(options: OptimizeOptions, preset) -> str:
+    """What an int8 build's convs run on, for the report (schedules/int8_tiles.py)."""
+    from atrous.pipeline.passes.integer_convs import wanted
+    from atrous.pipeline.schedules.int8_tiles import dot_of
+
+    target = preset.tvm_target()
+    if not wanted(options.integer_convs, target):
+        return ("the QDQ graph's float arithmetic in the fp32 kernels (no int8 dot product of ours on this CPU, "
+                "or integer_convs off)")
+    return {"vnni": "int8 kernels, vpdpbusd (AVX-512 VNNI)",
+            "pmaddwd": "int8 kernels, vpmaddubsw on 7-bit weights (no VNNI; vpmaddwd on int16 pairs for convs "
+                       "with full-range weights)",
+            "sdot": "int8 kernels, sdot (AArch64 dot product)",
+            "loop": "int8 kernels, a plain vectorised loop (no dot product: slower than fp32)"}[dot_of(target).name]
 
 
 def check_precision(precision: str, preset) -> None:

@@ -4,7 +4,9 @@ Calibration and the insertion of QuantizeLinear/DequantizeLinear pairs are ONNX 
 (``onnxruntime.quantization.quantize_static``); the compiler's own work is lowering the QDQ graph to integer
 kernels (passes/integer_convs.py, passes/int8_kernels.py). The recipe:
 
-* weights: int8, symmetric, one scale per output channel (``per_channel``);
+* weights: int8, symmetric, one scale per output channel (``per_channel``); 7-bit on x86 CPUs without VNNI
+  (``reduce_range``, as ONNX Runtime advises there: their fast int8 instruction, ``vpmaddubsw``, saturates on two
+  full-range products);
 * activations: uint8, one scale and zero point per tensor, from the min and max seen on the calibration samples
   (``CalibrationMethod.MinMax``). uint8 because the x86 dot-product instructions multiply unsigned by signed
   bytes (``vpdpbusd``); ONNX Runtime recommends U8S8 on x86 for the same reason;
@@ -135,8 +137,11 @@ class _Reader:
         return next(self._samples, None)
 
 
-def quantize(onnx_path: Path, out_path: Path, calibration: Calibration, example: dict[str, np.ndarray]) -> Path:
-    """Write the QDQ int8 graph of ``onnx_path`` to ``out_path`` (see the module docstring)."""
+def quantize(onnx_path: Path, out_path: Path, calibration: Calibration, example: dict[str, np.ndarray],
+             reduce_range: bool = False) -> Path:
+    """Write the QDQ int8 graph of ``onnx_path`` to ``out_path`` (see the module docstring). ``reduce_range``:
+    7-bit weights (ONNX Runtime's own advice for x86 CPUs without VNNI), so that ``vpmaddubsw``'s pairs of
+    byte products cannot saturate int16 (schedules/int8_tiles.py)."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -145,7 +150,8 @@ def quantize(onnx_path: Path, out_path: Path, calibration: Calibration, example:
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out_path), _Reader(samples), quant_format=QuantFormat.QDQ,
-                        per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True, reduce_range=reduce_range, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return out_path

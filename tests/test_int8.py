@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from atrous import targets
+from atrous.models import MODELS
 from atrous.pipeline import source
 from atrous.pipeline.errors import AtrousError, InputMismatchError
 from atrous.pipeline.interface import CompileArgs, compile_model, verify_model
@@ -97,9 +98,11 @@ def _lowered(artifact, board: str, mcpu: str | None):
                          OptimizeOptions(integer_convs="on"))
 
 
-# dilated, pointwise, wide convs: Zen 4 has AVX-512 VNNI; Zen 3 (AVX2) and Skylake-X (AVX-512 without VNNI)
-# pmaddwd; Cortex-A76 sdot; Cortex-A72 none (the plain loop)
-DOTS = [("host", "znver4", "llvm.x86.avx512.vpdpbusd.512"), ("host", "znver3", "llvm.x86.avx2.pmadd.wd"),
+# dilated, pointwise, wide convs: Zen 4 and Ice Lake have AVX-512 VNNI; Zen 3 (AVX2) and Skylake-X (AVX-512
+# without VNNI) pmaddwd; Cortex-A76 sdot; Cortex-A72 none (the plain loop)
+VPDPBUSD = "llvm.x86.avx512.vpdpbusd.512"
+DOTS = [("host", "znver4", VPDPBUSD), ("host", "icelake-server", VPDPBUSD),
+        ("host", "znver3", "llvm.x86.avx2.pmadd.wd"),
         ("host", "skylake-avx512", "llvm.x86.avx512.pmaddw.d.512"), ("rpi5", None, "llvm.aarch64.neon.sdot"),
         ("rpi4", None, None)]
 
@@ -272,3 +275,41 @@ def test_pytorch_model_quantized_with_pt2e_compiles_as_int8(build_root):
     result = verify_model(artifact, host, criteria=SUITE)
     _checked(result)
     assert all(c.steps for c in result.checks if c.reference == "pytorch")
+
+
+def test_int8_builds_without_vnni_quantize_7_bit_weights_for_vpmaddubsw(build_root):
+    """On x86 without VNNI the quantizer keeps weights to 7 bits (ONNX Runtime's reduce_range), so vpmaddubsw's
+    pairs of byte products cannot saturate: the build uses it, and stays exact (ONNX Runtime within a step)."""
+    from atrous.pipeline.optimize import OptimizeOptions, apply_schedules
+
+    preset = targets.get_target("host", "znver3")
+    artifact = compile_model(CompileArgs(_source("int8-7bit"), preset, build_root, precision="int8"))
+    model = onnx.load(str(artifact.qdq))
+    weights = [onnx.numpy_helper.to_array(t) for t in model.graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    assert weights and max(int(np.abs(w.astype(np.int16)).max()) for w in weights) <= 64
+    assert "vpmaddubsw" in artifact.meta().int8_kernels
+    target, mod = _lowered(artifact, "host", "znver3")
+    text = apply_schedules(mod, target, OptimizeOptions(integer_convs="on")).script()
+    assert text.count("llvm.x86.avx2.pmadd.ub.sw") >= 3
+    _checked(verify_model(artifact, preset, criteria=SUITE))
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_int8_conv_of_every_zoo_model_is_taken_by_its_rule_on_each_cpu(name, build_root):
+    """A rule that declines leaves a kernel to the generic rules (one such conv made a model 30x slower): no int8
+    conv of any zoo model may be declined, for AVX-512 VNNI, AVX2 and the AArch64 dot product."""
+    from atrous.pipeline.ingest import load_onnx, to_relax
+    from atrous.pipeline.optimize import OptimizeOptions, lower
+    from atrous.pipeline.schedules.int8_conv import DepthwiseInt8, Int8Conv
+
+    src = source.from_zoo(name, "tiny")
+    artifact = compile_model(CompileArgs(src, targets.get_target("host"), build_root, precision="int8", tuned=False))
+    shapes = {n: v.shape for n, v in src.inputs.items()}
+    for board, mcpu in (("host", "znver4"), ("host", "znver3"), ("rpi5", None)):
+        target = targets.get_target(board, mcpu).tvm_target()
+        mod = lower(to_relax(load_onnx(artifact.qdq), shapes), target, OptimizeOptions())
+        with target:
+            declined = [gv.name_hint for gv, func in mod.functions_items() if "conv2d_int8" in gv.name_hint
+                        and (DepthwiseInt8() if "depthwise" in gv.name_hint else Int8Conv()).apply(
+                            func, target, False) is None]
+        assert not declined, (board, mcpu, declined)

@@ -30,7 +30,7 @@ from tvm import relax, te
 from tvm.relax.expr_functor import mutator
 
 from atrous.pipeline.passes.mutate import ModuleRewriter
-from atrous.pipeline.schedules.int8_tiles import LANES, Dot, default_pixels, dot_of
+from atrous.pipeline.schedules.int8_tiles import LANES, Dot, conv_dot, default_pixels
 
 DENSE, DEPTHWISE, PACK = "conv2d_int8", "depthwise_conv2d_int8", "pad_int8"
 
@@ -185,7 +185,7 @@ class _Rewriter(ModuleRewriter):
         out_channels = kernel.shape[0]
         out_shape = [int(d) for d in call.ty.shape.values]
         if groups == 1:
-            dot = dot_of(self.target)
+            dot = conv_dot(self.target, kernel)
             dtype = "int8" if dot.signed_input else "uint8"
             shift = {("int8", "uint8"): 128, ("uint8", "int8"): -128}.get((str(xq.ty.dtype), dtype), 0)
             zero = zx + shift

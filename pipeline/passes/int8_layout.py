@@ -10,9 +10,9 @@ convs go channels-last and the ops between them follow:
    conversion knows elementwise ops but not these two (it put a transpose on either side of each). Where
    ``x`` is an integer conv's scaled sums, ``x / s`` is one multiply of the sums by the combined scale, as ONNX
    Runtime requantizes (and no division in the kernel's epilogue);
-2. TVM's own ``ConvertLayout`` turns every ``conv2d`` to NHWC/OHWI and carries the layout through the ops after
-   it (elementwise ops and their constants, resizes, pools, means, concatenations), transposing back only where
-   an op needs NCHW (and at the graph's outputs).
+2. TVM's own ``ConvertLayout`` turns every integer ``conv2d`` to NHWC/OHWI and carries the layout through the
+   ops after it (elementwise ops and their constants, pools, means, concatenations), transposing back only where
+   an op needs NCHW (float convs, resizes, and the graph's outputs).
 
 Exact: the same arithmetic in another layout. Graphs without integer convs are left alone (the fp32 path keeps
 its blocked layout, blocked_layout.py).
@@ -104,6 +104,17 @@ class Int8ChannelsLast:
         if target is None or target.kind.name != "llvm" or not has_integer_convs(mod):
             return mod
         mod = _Arithmetic(mod).transform()
-        # resizes stay NCHW (an NCHW transpose of their small input instead): separable_resize.py's form of them
-        return relax.transform.ConvertLayout({"relax.nn.conv2d": ["NHWC", "OHWI"],
-                                              "relax.image.resize2d": ["NCHW"]})(mod)
+        return relax.transform.ConvertLayout({}, _desired_layout)(mod)
+
+
+def _desired_layout(call) -> dict:
+    """ConvertLayout's per-call choice: integer convs channels-last; float convs (a QDQ graph's unquantized ones,
+    transposed convs made dense by transposed_phases.py) stay NCHW for the fp32 blocked kernels (in NHWC they
+    got TVM's generic ones: 30x slower); resizes NCHW (an NCHW transpose of their small input instead):
+    separable_resize.py's form of them."""
+    name = call.op.name
+    if name == "relax.nn.conv2d":
+        return {name: ["NHWC", "OHWI"]} if call.attrs.out_dtype == "int32" else {name: ["NCHW", "OIHW"]}
+    if name == "relax.image.resize2d":
+        return {name: ["NCHW"]}
+    return {}

@@ -28,7 +28,7 @@ from tvm.script import tirx as T
 
 from atrous.pipeline.passes.int8_kernels import DENSE, DEPTHWISE
 from atrous.pipeline.schedules.cpu import ReductionRule, _epilogue, _extent, _vectorize_inner, choose
-from atrous.pipeline.schedules.int8_tiles import dot_of, plans
+from atrous.pipeline.schedules.int8_tiles import Dot, dot_of, plans
 
 
 @T.prim_func(s_tir=True)
@@ -92,6 +92,43 @@ DOT_4x4_SDOT = "atrous_dot_4x4_s8s8s32_sdot"
 s_tir.TensorIntrin.register(DOT_4x4_SDOT, _dot_4x4, _dot_4x4_sdot, override=True)
 
 PMADDWD = {8: "llvm.x86.avx2.pmadd.wd", 16: "llvm.x86.avx512.pmaddw.d.512"}  # int32 lanes -> instruction
+PMADDUBSW = {8: "llvm.x86.avx2.pmadd.ub.sw", 16: "llvm.x86.avx512.pmaddubs.w.512"}
+
+
+def _pmaddubsw_intrinsic(lanes: int) -> str:
+    """Register (once) the pmaddubsw step for ``lanes`` int32 sums over 7-bit weights: the four input bytes
+    broadcast, ``vpmaddubsw`` summing each pair of u8 x s8 products into int16 (exact: at most 2 x 255 x 64),
+    ``vpmaddwd`` by ones summing the two pairs of a lane into int32."""
+    name = f"atrous_dot_{lanes}x4_u8s8s32_pmaddubsw"
+    quads, pairs, sums = f"int8x{4 * lanes}", f"int16x{2 * lanes}", f"int32x{lanes}"
+    byte_pairs, words = PMADDUBSW[lanes], PMADDWD[lanes]
+
+    @T.prim_func(s_tir=True)
+    def desc(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            for i, k in T.grid(lanes, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    c[vi] = c[vi] + T.Cast("int32", a[vk]) * T.Cast("int32", b[vi, vk])
+
+    @T.prim_func(s_tir=True)
+    def impl(a: T.Buffer((4,), "uint8", offset_factor=1), b: T.Buffer((lanes, 4), "int8", offset_factor=1),
+             c: T.Buffer((lanes,), "int32", offset_factor=1, scope="local")) -> None:
+        with T.sblock("root"):
+            T.reads(c[0:lanes], a[0:4], b[0:lanes, 0:4])
+            T.writes(c[0:lanes])
+            quad = T.reinterpret(a.vload([0], "uint8x4"), dtype="int32")
+            products = T.call_llvm_pure_intrin(T.llvm_lookup_intrinsic_id(byte_pairs),
+                                               T.reinterpret(T.broadcast(quad, lanes), dtype=quads),
+                                               b.vload([0, 0], dtype=quads), dtype=pairs)
+            c[T.ramp(T.int32(0), 1, lanes)] = c.vload([0], dtype=sums) + T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(words), products, T.broadcast(T.int16(1), 2 * lanes), dtype=sums)
+
+    s_tir.TensorIntrin.register(name, desc, impl, override=True)
+    return name
 
 
 def _pmaddwd_intrinsic(lanes: int) -> str:
@@ -144,19 +181,22 @@ class Int8Conv(ReductionRule):
             return None
         loops = sch.get_loops(main)
         dot = dot_of(target)
-        pairs = len(loops) == 9  # the step's four channels as (pair, channel of it): pmaddwd's weights
-        if len(loops) != (9 if dot.pairs else 8) or pairs != dot.pairs:
+        pairs = len(loops) == 9  # the step's four channels as (pair, channel of it): pmaddwd's int16 weights
+        if len(loops) not in (8, 9) or (pairs and not dot.pairs):
             return None
+        if dot.name == "pmaddwd" and not pairs:  # int8 weights on a pmaddwd CPU: 7-bit ones (int8_tiles.conv_dot)
+            dot = Dot("pmaddubsw", dot.block, "int8", False, dot.extra_registers)
         n, y, x, k, rc, ry, rx, *quad = loops
         width, channels = _extent(sch, x), _extent(sch, k)
         if not width or not channels or channels % dot.block:
             return None
         # tiles that divide the row only: a bounds check in the tile would stop the tensorization (int8_kernels.py
         # rounds the row up to the default tile)
-        options = [p for p in plans(target, width, channels // dot.block, _extent(sch, n) * _extent(sch, y))
-                   if width % p[0] == 0]
-        if not options:
-            return None
+        every = plans(target, width, channels // dot.block, _extent(sch, n) * _extent(sch, y))
+        options = [p for p in every if width % p[0] == 0]
+        if not options:  # the default tile's channel vectors and as many pixels as divide the row (never declines)
+            pixels, vectors, _ = every[0]
+            options = [(max(d for d in range(1, pixels + 1) if width % d == 0), vectors, 1)]
         pixels, vectors, _ = choose(sch, options, self.tunable)
         kb, lanes = sch.split(k, [None, dot.block])
         kbo, kbi = sch.split(kb, [None, vectors])
@@ -183,7 +223,9 @@ class Int8Conv(ReductionRule):
         init = sch.decompose_reduction(main, rc)
         if dot.name != "loop":
             sch.vectorize(sch.get_loops(init)[-1])
-            intrinsic = {"vnni": DOT_16x4_VNNI, "sdot": DOT_4x4_SDOT}.get(dot.name) or _pmaddwd_intrinsic(dot.block)
+            intrinsic = {"vnni": lambda: DOT_16x4_VNNI, "sdot": lambda: DOT_4x4_SDOT,
+                         "pmaddubsw": lambda: _pmaddubsw_intrinsic(dot.block),
+                         "pmaddwd": lambda: _pmaddwd_intrinsic(dot.block)}[dot.name]()
             sch.tensorize(lanes, intrinsic)
         _write_back(sch, acc, write_loops)
         return sch

@@ -7,9 +7,12 @@ channels' weights for them and adds into that block's int32 sums. How, per CPU:
 
 * ``vnni`` (AVX-512 VNNI): one ``vpdpbusd``, sixteen int32 lanes x four u8 x s8 products; weights int8
   ``[16, 4]`` per step;
-* ``pmaddwd`` (AVX2, AVX-512 without VNNI): two ``vpmaddwd``, each multiplying two input bytes widened to int16
-  by the weights of two channels, pairwise summed into int32 (exact: no saturation, unlike ``vpmaddubsw``);
-  weights stored int16, ``[2, lanes, 2]`` per step, lanes = the CPU's int32 lanes (8 with AVX2);
+* ``pmaddwd`` (AVX2, AVX-512 without VNNI), per conv (``conv_dot``): where every weight fits 7 bits (int8 builds
+  quantize so there, quantize.py), ``vpmaddubsw`` (u8 x s8 byte pairs summed into int16: two products of at
+  most 255 x 64 cannot saturate) and ``vpmaddwd`` by ones into int32, weights int8 ``[lanes, 4]``; else two
+  ``vpmaddwd``, each multiplying two input bytes widened to int16 by the weights of two channels, pairwise
+  summed into int32 (exact for full-range weights), weights stored int16 ``[2, lanes, 2]``; lanes = the CPU's
+  int32 lanes (8 with AVX2);
 * ``sdot`` (AArch64 with the dot-product extension: Cortex-A76, A78): one ``sdot``, four int32 lanes x four
   s8 x s8 products; the input bytes shifted from uint8 to int8 (``x - 128``, the zero point with them);
 * ``loop`` (anything else, e.g. Cortex-A72): the same sums as a loop LLVM vectorises (exact; not faster than
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 from tvm.target import codegen
 
 from atrous.pipeline.schedules.blocked_conv import plan_dense
@@ -54,6 +58,20 @@ def dot_of(target) -> Dot:
 def has_vnni(target) -> bool:
     """Whether the CPU has AVX-512 VNNI (``vpdpbusd`` on 512-bit vectors)."""
     return target.kind.name == "llvm" and bool(codegen.llvm_cpu_has_features("avx512vnni", target))
+
+
+# the largest weight magnitude vpmaddubsw takes exactly: 2 x 255 x 64 = 32640 fits int16 (ONNX Runtime's
+# reduce_range quantizes int8 weights to [-64, 64])
+SEVEN_BITS = 64
+
+
+def conv_dot(target, kernel: np.ndarray) -> Dot:
+    """The dot product for one conv's int8 ``kernel``: on ``pmaddwd`` CPUs, ``pmaddubsw`` where every weight
+    fits ``SEVEN_BITS`` (module docstring); else the CPU's."""
+    dot = dot_of(target)
+    if dot.name == "pmaddwd" and int(np.abs(kernel.astype(np.int16)).max(initial=0)) <= SEVEN_BITS:
+        return Dot("pmaddubsw", dot.block, "int8", False, dot.extra_registers)
+    return dot
 
 
 def int32_isa(target) -> VectorISA:
