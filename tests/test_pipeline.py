@@ -241,9 +241,10 @@ def test_winograd_flag_sets_the_options_and_is_refused_off_cpu(capsys):
     assert _options(parser().parse_args(["compile", "fcn-atrous"]), host).winograd == "auto"
     every = ("drop_dead_taps, partition_borders, transposed_phases, pad_to_tiles, fast_math, separable_resize, "
              "merge_summed_convs, pixel_conv, blocked_layout")
-    assert _rewrites_line(options.key()) == f"rewrites: {every}, winograd 2"
+    # integer_convs: what QDQ (int8) graphs' convs become (passes/integer_convs.py); "auto" by default
+    assert _rewrites_line(options.key()) == f"rewrites: {every}, winograd 2, integer_convs auto"
     off = _options(parser().parse_args(["compile", "fcn-atrous", "--winograd", "off"]), host)
-    assert _rewrites_line(off.key()) == f"rewrites: {every}"
+    assert _rewrites_line(off.key()) == f"rewrites: {every}, integer_convs auto"
     assert "fast_math" not in _rewrites_line(dataclasses.replace(off, fast_math=False).key())
     assert _options(parser().parse_args(["compile", "wavenet", "--target", "h100"]), h100).winograd == "auto"
     with pytest.raises(SystemExit):
