@@ -86,9 +86,9 @@ def _compile(args):
 
     preset = targets.get_target(args.target, args.mcpu)
     src = source.resolve(args.model, args.preset, args.input_shape, args.seed)
+    start = time.perf_counter()
     from atrous.pipeline.quantize import Calibration
 
-    start = time.perf_counter()
     artifact = compile_model(CompileArgs(src, preset, Path(args.build_dir) if args.build_dir else None,
                                          args.force, _options(args, preset), tuned=not args.untuned,
                                          exporter=args.exporter, precision=args.precision,
