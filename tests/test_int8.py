@@ -296,8 +296,8 @@ def test_int8_builds_without_vnni_quantize_7_bit_weights_for_vpmaddubsw(build_ro
 
 @pytest.mark.parametrize("name", MODELS)
 def test_every_int8_conv_of_every_zoo_model_is_taken_by_its_rule_on_each_cpu(name, build_root):
-    """A rule that declines leaves a kernel to the generic rules (one such conv made a model 30x slower): no int8
-    conv of any zoo model may be declined, for AVX-512 VNNI, AVX2 and the AArch64 dot product."""
+    """A rule that declines leaves a kernel to the generic rules, many times slower: no int8 conv of any zoo model
+    may be declined, for AVX-512 VNNI, AVX2 and the AArch64 dot product."""
     from atrous.pipeline.ingest import load_onnx, to_relax
     from atrous.pipeline.optimize import OptimizeOptions, lower
     from atrous.pipeline.schedules.int8_conv import DepthwiseInt8, Int8Conv
