@@ -58,11 +58,16 @@ def _export(module, inputs: dict, output_names, path: Path, dynamo: bool) -> Non
                           output_names=list(output_names), **options)
 
 
-@contextlib.contextmanager
 def _quiet_torch_logs():
     """The dynamo exporter logs a warning for each torchvision op it cannot register (torchvision is not a
     dependency) on every export; errors still reach the log."""
-    logger = logging.getLogger("torch.onnx")
+    return quiet_logger("torch.onnx")
+
+
+@contextlib.contextmanager
+def quiet_logger(name: str | None = None):
+    """Only errors from the logger ``name`` (None: the root logger) while the block runs."""
+    logger = logging.getLogger(name)
     level = logger.level
     logger.setLevel(logging.ERROR)
     try:

@@ -20,8 +20,6 @@ real images calibrate far better than noise: the report says which was used.
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ import numpy as np
 import onnx
 
 from atrous.pipeline.errors import AtrousError, InputMismatchError
+from atrous.pipeline.export import quiet_logger
 
 PRECISIONS = ("fp32", "int8", "fp16")
 QDQ_OPS = {"QuantizeLinear", "DequantizeLinear"}
@@ -146,7 +145,8 @@ def quantize(onnx_path: Path, out_path: Path, calibration: Calibration, example:
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     samples = calibration_samples(calibration, example)
-    with tempfile.TemporaryDirectory(prefix="atrous-quant-") as scratch, _quiet():
+    # ONNX Runtime's quantizer logs advice through the root logger (pre-processing, already done here)
+    with tempfile.TemporaryDirectory(prefix="atrous-quant-") as scratch, quiet_logger():
         prepared = Path(scratch) / "prepared.onnx"
         quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
         quantize_static(str(prepared), str(out_path), _Reader(samples), quant_format=QuantFormat.QDQ,
@@ -155,18 +155,6 @@ def quantize(onnx_path: Path, out_path: Path, calibration: Calibration, example:
                         calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
     return out_path
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ONNX Runtime's quantizer logs advice through the root logger (pre-processing, already done here)."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
 
 
 def output_steps(model: onnx.ModelProto) -> dict[str, float]:
